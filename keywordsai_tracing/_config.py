@@ -119,10 +119,6 @@ def _parse_header_list(value: Any) -> dict[str, str]:
     return headers
 
 
-def _parse_resource_list(value: Any) -> dict[str, str]:
-    return _parse_header_list(value)
-
-
 @dataclass(frozen=True)
 class _Setting:
     """One row of the table: environment variables, default and parser."""
@@ -162,7 +158,6 @@ SETTINGS: dict[str, _Setting] = {
         {},
         _parse_header_list,
     ),
-    "env_resource_attributes": _Setting(("OTEL_RESOURCE_ATTRIBUTES",), {}, _parse_resource_list),
     "schedule_delay": _Setting(("OTEL_BSP_SCHEDULE_DELAY",), 5.0, _positive_number(float)),
     "batch_timeout": _Setting(("OTEL_BSP_EXPORT_TIMEOUT",), 30.0, _positive_number(float)),
     "max_queue_size": _Setting(("OTEL_BSP_MAX_QUEUE_SIZE",), 2048, _positive_number(int)),
@@ -182,9 +177,7 @@ _MILLISECOND_VARS = frozenset(
 )
 
 
-def resolve(
-    name: str, argument: Any = _UNSET, environ: Mapping[str, str] | None = None
-) -> Any:
+def resolve(name: str, argument: Any = _UNSET, environ: Mapping[str, str] | None = None) -> Any:
     """Resolve one setting: argument, then environment, then default.
 
     An invalid ``argument`` raises ``ValueError`` naming the parameter; an invalid
@@ -317,14 +310,15 @@ class Settings:
             _check_type(flag_name, flag, bool, "a bool or None")
         if span_postprocess_callback is not None and not callable(span_postprocess_callback):
             raise TypeError("span_postprocess_callback: expected a callable")
-        _check_type("custom_exporter", custom_exporter, SpanExporter, "an opentelemetry SpanExporter")
+        _check_type(
+            "custom_exporter", custom_exporter, SpanExporter, "an opentelemetry SpanExporter"
+        )
 
         def get(name: str, argument: Any = _UNSET) -> Any:
             return resolve(name, argument, environ)
 
         explicit_headers = _check_str_mapping("headers", headers)
-        resource = dict(get("env_resource_attributes"))
-        resource.update(_check_str_mapping("resource_attributes", resource_attributes))
+        resource = _check_str_mapping("resource_attributes", resource_attributes)
         disabled_by_env: bool = get("sdk_disabled")
         return cls(
             app_name=app_name,

@@ -17,9 +17,7 @@ class AsyncSpanExporter(Protocol):
     ``ClientSession``) are kept per loop and released by ``aclose`` on that loop.
     """
 
-    async def aexport(
-        self, spans: Sequence[ReadableSpan], deadline: float | None = None
-    ) -> bool:
+    async def aexport(self, spans: Sequence[ReadableSpan], deadline: float | None = None) -> bool:
         """Deliver ``spans``; True when accepted. ``deadline`` is a ``time.monotonic()``
         instant after which no further attempt is started. Never raises for delivery
         failures (they are logged and counted); may raise ``asyncio.CancelledError``."""

@@ -1,0 +1,132 @@
+"""Which instrumentors to run, as one table walked by one loop.
+
+Each `Instruments` member maps to the library it traces (skipped when not installed),
+the module of its community instrumentation package and the instrumentor class.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import logging
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+from opentelemetry.trace import TracerProvider
+
+from .instruments import Instruments
+
+logger = logging.getLogger("keywordsai_tracing.instrumentation")
+
+_I = "opentelemetry.instrumentation."
+
+
+@dataclass(frozen=True, slots=True)
+class Instrumentation:
+    """Where the instrumentor of one `Instruments` member lives."""
+
+    library: str | None  # import name of the traced library; None = standard library
+    module: str
+    class_name: str
+
+
+TABLE: dict[Instruments, Instrumentation] = {
+    Instruments.OPENAI: Instrumentation("openai", _I + "openai", "OpenAIInstrumentor"),
+    Instruments.ANTHROPIC: Instrumentation("anthropic", _I + "anthropic", "AnthropicInstrumentor"),
+    Instruments.COHERE: Instrumentation("cohere", _I + "cohere", "CohereInstrumentor"),
+    Instruments.MISTRAL: Instrumentation("mistralai", _I + "mistralai", "MistralAiInstrumentor"),
+    Instruments.OLLAMA: Instrumentation("ollama", _I + "ollama", "OllamaInstrumentor"),
+    Instruments.GROQ: Instrumentation("groq", _I + "groq", "GroqInstrumentor"),
+    Instruments.TOGETHER: Instrumentation("together", _I + "together", "TogetherAiInstrumentor"),
+    Instruments.REPLICATE: Instrumentation("replicate", _I + "replicate", "ReplicateInstrumentor"),
+    Instruments.TRANSFORMERS: Instrumentation(
+        "transformers", _I + "transformers", "TransformersInstrumentor"
+    ),
+    Instruments.BEDROCK: Instrumentation("boto3", _I + "bedrock", "BedrockInstrumentor"),
+    Instruments.SAGEMAKER: Instrumentation("boto3", _I + "sagemaker", "SageMakerInstrumentor"),
+    Instruments.VERTEXAI: Instrumentation("vertexai", _I + "vertexai", "VertexAIInstrumentor"),
+    Instruments.GOOGLE_GENERATIVEAI: Instrumentation(
+        "google.generativeai", _I + "google_generativeai", "GoogleGenerativeAiInstrumentor"
+    ),
+    Instruments.WATSONX: Instrumentation("ibm_watsonx_ai", _I + "watsonx", "WatsonxInstrumentor"),
+    Instruments.ALEPHALPHA: Instrumentation(
+        "aleph_alpha_client", _I + "alephalpha", "AlephAlphaInstrumentor"
+    ),
+    Instruments.PINECONE: Instrumentation("pinecone", _I + "pinecone", "PineconeInstrumentor"),
+    Instruments.QDRANT: Instrumentation("qdrant_client", _I + "qdrant", "QdrantInstrumentor"),
+    Instruments.CHROMA: Instrumentation("chromadb", _I + "chromadb", "ChromaInstrumentor"),
+    Instruments.MILVUS: Instrumentation("pymilvus", _I + "milvus", "MilvusInstrumentor"),
+    Instruments.WEAVIATE: Instrumentation("weaviate", _I + "weaviate", "WeaviateInstrumentor"),
+    Instruments.LANCEDB: Instrumentation("lancedb", _I + "lancedb", "LanceInstrumentor"),
+    Instruments.MARQO: Instrumentation("marqo", _I + "marqo", "MarqoInstrumentor"),
+    Instruments.LANGCHAIN: Instrumentation(
+        "langchain_core", _I + "langchain", "LangchainInstrumentor"
+    ),
+    Instruments.LLAMA_INDEX: Instrumentation(
+        "llama_index", _I + "llamaindex", "LlamaIndexInstrumentor"
+    ),
+    Instruments.HAYSTACK: Instrumentation("haystack", _I + "haystack", "HaystackInstrumentor"),
+    Instruments.CREW: Instrumentation("crewai", _I + "crewai", "CrewAIInstrumentor"),
+    Instruments.MCP: Instrumentation("mcp", _I + "mcp", "McpInstrumentor"),
+    Instruments.REDIS: Instrumentation("redis", _I + "redis", "RedisInstrumentor"),
+    Instruments.REQUESTS: Instrumentation("requests", _I + "requests", "RequestsInstrumentor"),
+    Instruments.URLLIB3: Instrumentation("urllib3", _I + "urllib3", "URLLib3Instrumentor"),
+    Instruments.PYMYSQL: Instrumentation("pymysql", _I + "pymysql", "PyMySQLInstrumentor"),
+    Instruments.THREADING: Instrumentation(None, _I + "threading", "ThreadingInstrumentor"),
+}
+
+
+def selected(
+    instruments: Iterable[Instruments] | None, block: Iterable[Instruments]
+) -> list[Instruments]:
+    """API.md's rule: None = all; a set = those; THREADING always unless blocked."""
+    chosen = set(TABLE) if instruments is None else set(instruments) | {Instruments.THREADING}
+    chosen -= set(block)
+    return [member for member in Instruments if member in chosen]
+
+
+def _installed(name: str) -> bool:
+    try:
+        return importlib.util.find_spec(name) is not None
+    except (ImportError, ValueError):
+        return False
+
+
+def instrument(members: Iterable[Instruments], provider: TracerProvider) -> list[Any]:
+    """Run each instrumentor once; return those this call turned on (to undo later)."""
+    started: list[Any] = []
+    for member in members:
+        entry = TABLE[member]
+        if entry.library is not None and not _installed(entry.library):
+            logger.debug("Skipping %s: library %s is not installed", member.name, entry.library)
+            continue
+        try:
+            module = importlib.import_module(entry.module)
+        except ImportError:
+            logger.debug("Skipping %s: %s is not installed", member.name, entry.module)
+            continue
+        try:
+            instrumentor = getattr(module, entry.class_name)()
+            if instrumentor.is_instrumented_by_opentelemetry:
+                logger.debug("Skipping %s: already instrumented", member.name)
+                continue
+            instrumentor.instrument(tracer_provider=provider)
+        except Exception:
+            logger.warning("Could not instrument %s", member.name, exc_info=True)
+            continue
+        if instrumentor.is_instrumented_by_opentelemetry:
+            logger.debug("Instrumented %s", member.name)
+            started.append(instrumentor)
+        else:
+            logger.debug("Skipping %s: its dependency check failed", member.name)
+    return started
+
+
+def uninstrument(instrumentors: Iterable[Any]) -> None:
+    """Undo `instrument`; failures are logged, never raised."""
+    for instrumentor in instrumentors:
+        try:
+            instrumentor.uninstrument()
+        except Exception:
+            logger.warning("Could not uninstrument %s", type(instrumentor).__name__, exc_info=True)

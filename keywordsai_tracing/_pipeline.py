@@ -1,0 +1,131 @@
+"""What happens to a span between the tracer and the exporters.
+
+`Pipeline` is one telemetry instance's processor: on start it stamps auto-instrumented
+spans with the enclosing workflow, entity path and routing; on end it runs the user's
+post-process callback once and hands the span to each route whose filter accepts it.
+`Dispatcher` is the only processor ever added to a `TracerProvider`; it forwards to the
+active pipeline, so replacing the telemetry never double-exports.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from opentelemetry import context as context_api
+from opentelemetry.context import Context
+from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor
+
+from . import _attributes as attrs
+
+logger = logging.getLogger("keywordsai_tracing")
+
+SpanFilter = Callable[[ReadableSpan], bool]
+
+
+@dataclass(frozen=True, slots=True)
+class Route:
+    """One destination: a processor, plus which spans it takes."""
+
+    processor: SpanProcessor
+    name: str | None = None
+    filter_fn: SpanFilter | None = None
+
+    def accepts(self, span: ReadableSpan) -> bool:
+        if self.name is not None:
+            routed = (span.attributes or {}).get(attrs.PROCESSORS)
+            if not isinstance(routed, str) or self.name not in routed.split(","):
+                return False
+        return self.filter_fn is None or bool(self.filter_fn(span))
+
+
+class Pipeline(SpanProcessor):
+    """Enrich spans on start; post-process and route them on end."""
+
+    def __init__(self, postprocess: Callable[[ReadableSpan], None] | None = None) -> None:
+        self._postprocess = postprocess
+        self._routes: tuple[Route, ...] = ()
+
+    @property
+    def routes(self) -> tuple[Route, ...]:
+        return self._routes
+
+    def add_route(self, route: Route) -> None:
+        self._routes = (*self._routes, route)
+
+    def on_start(self, span: Span, parent_context: Context | None = None) -> None:
+        current = span.attributes or {}
+        if attrs.SPAN_KIND in current:
+            return  # a decorator span: it carries its own attributes
+        ctx = parent_context if parent_context is not None else context_api.get_current()
+        workflow = context_api.get_value(attrs.WORKFLOW_NAME_KEY, ctx)
+        path = context_api.get_value(attrs.ENTITY_PATH_KEY, ctx) or workflow
+        processors = context_api.get_value(attrs.PROCESSORS_KEY, ctx)
+        if workflow and attrs.WORKFLOW_NAME not in current:
+            span.set_attribute(attrs.WORKFLOW_NAME, str(workflow))
+        if path and attrs.ENTITY_PATH not in current:
+            span.set_attribute(attrs.ENTITY_PATH, str(path))
+        if processors and attrs.PROCESSORS not in current:
+            span.set_attribute(attrs.PROCESSORS, str(processors))
+
+    def on_end(self, span: ReadableSpan) -> None:
+        if self._postprocess is not None:
+            try:
+                self._postprocess(span)
+            except Exception:
+                logger.exception("span_postprocess_callback raised; the span is still exported")
+        for route in self._routes:
+            try:
+                if route.accepts(span):
+                    route.processor.on_end(span)
+            except Exception:
+                logger.exception("Routing span %r to %s failed", span.name, route.name or "default")
+
+    def force_flush(self, timeout_millis: int = 30_000) -> bool:
+        deadline = time.monotonic() + timeout_millis / 1000
+        ok = True
+        for route in self._routes:
+            remaining = max(deadline - time.monotonic(), 0.0)
+            try:
+                ok = route.processor.force_flush(int(remaining * 1000)) and ok
+            except Exception:
+                logger.exception("Flushing %s failed", route.name or "the default processor")
+                ok = False
+        return ok
+
+    def shutdown(self) -> None:
+        for route in self._routes:
+            try:
+                route.processor.shutdown()
+            except Exception:
+                logger.exception("Shutting down %s failed", route.name or "the default processor")
+
+
+class Dispatcher(SpanProcessor):
+    """Forwards to whichever `Pipeline` is active; added once per `TracerProvider`."""
+
+    active: Pipeline | None = None
+
+    def on_start(self, span: Span, parent_context: Context | None = None) -> None:
+        pipeline = Dispatcher.active
+        if pipeline is not None:
+            try:
+                pipeline.on_start(span, parent_context)
+            except Exception:
+                logger.exception("Enriching span %r failed", span.name)
+
+    def on_end(self, span: ReadableSpan) -> None:
+        pipeline = Dispatcher.active
+        if pipeline is not None:
+            pipeline.on_end(span)
+
+    def force_flush(self, timeout_millis: int = 30_000) -> bool:
+        pipeline = Dispatcher.active
+        return True if pipeline is None else pipeline.force_flush(timeout_millis)
+
+    def shutdown(self) -> None:
+        pipeline = Dispatcher.active
+        if pipeline is not None:
+            pipeline.shutdown()

@@ -1,0 +1,34 @@
+"""Project tasks. ``nox`` runs lint, typecheck and tests; ``nox -s bench`` the benchmarks."""
+
+from __future__ import annotations
+
+import nox
+
+nox.options.sessions = ["lint", "typecheck", "tests"]
+nox.options.default_venv_backend = "venv"
+nox.options.reuse_existing_virtualenvs = True
+
+PYTHON = "3.11"
+SOURCES = ["keywordsai_tracing", "tests", "examples", "noxfile.py"]
+
+
+@nox.session(python=PYTHON)
+def lint(session: nox.Session) -> None:
+    """ruff check and ruff format --check."""
+    session.install("ruff>=0.8")
+    session.run("ruff", "check", *SOURCES)
+    session.run("ruff", "format", "--check", *SOURCES)
+
+
+@nox.session(python=PYTHON)
+def typecheck(session: nox.Session) -> None:
+    """mypy --strict on the package, and on the typing contract of the decorators."""
+    session.install("-e", ".[test]", "mypy>=1.13")
+    session.run("mypy", "--strict", "keywordsai_tracing", "tests/typing")
+
+
+@nox.session(python=PYTHON)
+def tests(session: nox.Session) -> None:
+    """The test suite."""
+    session.install("-e", ".[test]")
+    session.run("pytest", *session.posargs)

@@ -1,0 +1,65 @@
+"""Shared fixtures: an in-memory telemetry, and checks that every test leaves no span,
+no KeywordsAI context and no active telemetry behind."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+from opentelemetry import context as context_api
+from opentelemetry import trace
+from opentelemetry.sdk.trace import ReadableSpan
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+from keywordsai_tracing import KeywordsAITelemetry, _attributes, _telemetry
+
+
+@pytest.fixture
+def exporter() -> InMemorySpanExporter:
+    return InMemorySpanExporter()
+
+
+@pytest.fixture
+def telemetry(exporter: InMemorySpanExporter) -> Iterator[KeywordsAITelemetry]:
+    """Telemetry exporting inline to ``exporter``; only threading instrumentation."""
+    instance = KeywordsAITelemetry(
+        app_name="tests", custom_exporter=exporter, is_batching_enabled=False, instruments=set()
+    )
+    yield instance
+    instance.shutdown()
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+def spans_by_name(exporter: InMemorySpanExporter) -> dict[str, ReadableSpan]:
+    """Finished spans keyed by name (names must be unique in the test)."""
+    spans = exporter.get_finished_spans()
+    named = {span.name: span for span in spans}
+    assert len(named) == len(spans), [s.name for s in spans]
+    return named
+
+
+def parent_id(span: ReadableSpan) -> int | None:
+    return span.parent.span_id if span.parent is not None else None
+
+
+def span_id(span: ReadableSpan) -> int:
+    assert span.context is not None
+    return span.context.span_id
+
+
+@pytest.fixture(autouse=True)
+def _nothing_left_behind() -> Iterator[None]:
+    """Fail a test that leaves a span or our context attached; reset the telemetry."""
+    before = context_api.get_current()
+    yield
+    try:
+        assert not trace.get_current_span().get_span_context().is_valid, "a span leaked"
+        assert context_api.get_value(_attributes.WORKFLOW_NAME_KEY) is None
+        assert context_api.get_value(_attributes.ENTITY_PATH_KEY) is None
+        assert context_api.get_current() == before, "context leaked"
+    finally:
+        _telemetry._shutdown_active()
