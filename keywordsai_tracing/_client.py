@@ -13,7 +13,7 @@ from opentelemetry.trace import Span, Status, StatusCode, Tracer
 from opentelemetry.util.types import Attributes
 
 from . import _state
-from ._params import params_to_attributes
+from ._params import attribute_value, params_to_attributes
 
 logger = logging.getLogger("keywordsai_tracing")
 
@@ -76,10 +76,15 @@ class KeywordsAIClient:
             if keywordsai_params is not None:
                 span.set_attributes(params_to_attributes(keywordsai_params))
             for key, value in (attributes or {}).items():
-                try:
-                    span.set_attribute(key, value)
-                except Exception:
-                    logger.warning("Could not set attribute %r", key)
+                converted = attribute_value(value)
+                if converted is None:
+                    logger.warning(
+                        "Attribute %r ignored: %s is not a valid attribute value",
+                        key,
+                        type(value).__name__,
+                    )
+                else:
+                    span.set_attribute(key, converted)
             if isinstance(status, StatusCode):
                 status = Status(status, status_description)
             if status is not None:

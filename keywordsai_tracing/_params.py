@@ -12,7 +12,12 @@ from opentelemetry.util.types import AttributeValue
 
 logger = logging.getLogger("keywordsai_tracing")
 
-__all__ = ["KeywordsAIParams", "keywordsai_span_attributes", "params_to_attributes"]
+__all__ = [
+    "KeywordsAIParams",
+    "attribute_value",
+    "keywordsai_span_attributes",
+    "params_to_attributes",
+]
 
 
 class KeywordsAIParams(TypedDict, total=False):
@@ -61,7 +66,8 @@ def _as_mapping(params: Any) -> Mapping[str, Any] | None:
     return None
 
 
-def _metadata_value(value: Any) -> AttributeValue | None:
+def attribute_value(value: Any) -> AttributeValue | None:
+    """``value`` if OpenTelemetry accepts it as an attribute value as is, else None."""
     if isinstance(value, str | bool | int | float):
         return value
     if isinstance(value, list | tuple) and value:
@@ -87,7 +93,7 @@ def params_to_attributes(params: Any) -> dict[str, AttributeValue]:
                 )
                 continue
             for meta_key, meta_value in value.items():
-                converted = _metadata_value(meta_value)
+                converted = attribute_value(meta_value)
                 if converted is None:
                     converted = str(meta_value)
                 attributes[f"{METADATA_PREFIX}{meta_key}"] = converted

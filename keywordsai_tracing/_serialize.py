@@ -103,7 +103,8 @@ def _walk(value: Any, seen: set[int], depth: int) -> Any:
 def _truncate(text: str, limit: int) -> str:
     if len(text) < limit:
         return text
-    return text[: max(limit - 100, 0)] + TRUNCATION_MARKER.format(size=len(text))
+    marker = TRUNCATION_MARKER.format(size=len(text))
+    return text[: max(limit - len(marker), limit // 2)] + marker
 
 
 def to_json(value: Any, limit: int = MAX_PAYLOAD_CHARS) -> str:

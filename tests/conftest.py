@@ -3,6 +3,7 @@ no KeywordsAI context and no active telemetry behind."""
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator
 
 import pytest
@@ -55,7 +56,10 @@ def span_id(span: ReadableSpan) -> int:
 def _nothing_left_behind() -> Iterator[None]:
     """Fail a test that leaves a span or our context attached; reset the telemetry."""
     before = context_api.get_current()
+    our_logger = logging.getLogger("keywordsai_tracing")
+    level = our_logger.level
     yield
+    our_logger.setLevel(level)
     try:
         assert not trace.get_current_span().get_span_context().is_valid, "a span leaked"
         assert context_api.get_value(_attributes.WORKFLOW_NAME_KEY) is None
