@@ -12,10 +12,18 @@ from types import TracebackType
 from typing import Any
 
 from opentelemetry import trace
-from opentelemetry.sdk.resources import SERVICE_NAME, Resource
+from opentelemetry.sdk.resources import (
+    SERVICE_NAME,
+    TELEMETRY_SDK_LANGUAGE,
+    TELEMETRY_SDK_NAME,
+    TELEMETRY_SDK_VERSION,
+    OTELResourceDetector,
+    Resource,
+)
 from opentelemetry.sdk.trace import ReadableSpan, SpanProcessor
 from opentelemetry.sdk.trace import TracerProvider as SDKTracerProvider
 from opentelemetry.sdk.trace.export import SpanExporter
+from opentelemetry.sdk.version import __version__ as _sdk_version
 
 from . import _instrumentation, _state
 from ._attributes import DECORATOR_TRACER_NAME, MANUAL_TRACER_NAME
@@ -37,6 +45,23 @@ _providers_with_dispatcher: weakref.WeakSet[SDKTracerProvider] = weakref.WeakSet
 _owned_providers: weakref.WeakSet[SDKTracerProvider] = weakref.WeakSet()
 
 
+def _resource(settings: Settings) -> Resource:
+    """SDK attributes, then ``OTEL_RESOURCE_ATTRIBUTES``, then ours (``service.name`` last).
+
+    Built without ``Resource.create``, whose detector thread pool would block an event
+    loop when the telemetry is created inside one (a FastAPI lifespan, say).
+    """
+    sdk = Resource(
+        {
+            TELEMETRY_SDK_LANGUAGE: "python",
+            TELEMETRY_SDK_NAME: "opentelemetry",
+            TELEMETRY_SDK_VERSION: _sdk_version,
+        }
+    )
+    ours = Resource({**settings.resource_attributes, SERVICE_NAME: settings.app_name})
+    return sdk.merge(OTELResourceDetector().detect()).merge(ours)
+
+
 def _provider_for(settings: Settings) -> SDKTracerProvider:
     """The application's SDK provider if it installed one, else a provider of ours."""
     current = trace.get_tracer_provider()
@@ -44,8 +69,7 @@ def _provider_for(settings: Settings) -> SDKTracerProvider:
         logger.info("Adding KeywordsAI processors to the application's TracerProvider")
         provider = current
     else:
-        attributes = {**settings.resource_attributes, SERVICE_NAME: settings.app_name}
-        provider = SDKTracerProvider(resource=Resource.create(attributes), shutdown_on_exit=False)
+        provider = SDKTracerProvider(resource=_resource(settings), shutdown_on_exit=False)
         _owned_providers.add(provider)
         if isinstance(current, trace.ProxyTracerProvider):
             trace.set_tracer_provider(provider)

@@ -7,6 +7,7 @@ import logging
 from collections.abc import Iterator
 
 import pytest
+from blockbuster import blockbuster_ctx
 from opentelemetry import context as context_api
 from opentelemetry import trace
 from opentelemetry.sdk.trace import ReadableSpan
@@ -50,6 +51,13 @@ def parent_id(span: ReadableSpan) -> int | None:
 def span_id(span: ReadableSpan) -> int:
     assert span.context is not None
     return span.context.span_id
+
+
+@pytest.fixture(autouse=True)
+def _never_block_the_loop() -> Iterator[None]:
+    """Fail a test in which our package makes a blocking call on an event loop thread."""
+    with blockbuster_ctx(["keywordsai_tracing"]):
+        yield
 
 
 @pytest.fixture(autouse=True)

@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import gc
 import logging
+import threading
 from collections.abc import AsyncIterator, Iterator
 
 import anyio
@@ -273,3 +274,18 @@ def test_user_context_set_inside_a_task_ends_with_it() -> None:
 
     assert sets_value() == "acme"
     assert get_client().get_context_value("tenant") is None
+
+
+def test_generator_closed_from_another_thread(exporter: InMemorySpanExporter) -> None:
+    @task
+    def endless() -> Iterator[int]:
+        while True:
+            yield 1
+
+    gen = endless()
+    next(gen)
+    closer = threading.Thread(target=gen.close)
+    closer.start()
+    closer.join()
+    assert len(exporter.get_finished_spans()) == 1
+    assert not _ours_visible()

@@ -120,12 +120,14 @@ async def test_run_in_executor_default_pool(exporter: InMemorySpanExporter) -> N
 
 @pytest.mark.asyncio
 async def test_run_in_executor_own_pool(exporter: InMemorySpanExporter) -> None:
+    pool = concurrent.futures.ThreadPoolExecutor(2)
+
     async def body() -> None:
         loop = asyncio.get_running_loop()
-        with concurrent.futures.ThreadPoolExecutor(2) as pool:
-            await asyncio.gather(*(loop.run_in_executor(pool, sync_child, i) for i in range(2)))
+        await asyncio.gather(*(loop.run_in_executor(pool, sync_child, i) for i in range(2)))
 
     await _run(body)
+    await asyncio.to_thread(pool.shutdown)
     _assert_children(exporter, "sync_child.task", 2)
 
 

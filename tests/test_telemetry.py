@@ -367,3 +367,14 @@ def test_sync_script_flushes_batched_spans_at_exit() -> None:
         """
     )
     assert out.splitlines() == ["exported work.task"]
+
+
+def test_otel_resource_attributes_merge_under_ours(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("OTEL_RESOURCE_ATTRIBUTES", "team=search,service.name=from-env")
+    exporter = InMemorySpanExporter()
+    _telemetry(exporter, app_name="from-arg", resource_attributes={"team": "arg"})
+    unit(1)
+    resource = exporter.get_finished_spans()[0].resource.attributes
+    assert resource["service.name"] == "from-arg"
+    assert resource["team"] == "arg"
+    assert resource["telemetry.sdk.language"] == "python"
