@@ -197,7 +197,12 @@ def decorate(
     if isinstance(target, type):
         if not method_name:
             raise TypeError(f"@{kind} on a class needs method_name= naming the method to wrap")
-        original = inspect.getattr_static(target, method_name)
+        try:
+            original = inspect.getattr_static(target, method_name)
+        except AttributeError:
+            raise ValueError(
+                f"method_name: {target.__name__} has no attribute {method_name!r}"
+            ) from None
         wrapped = decorate(original, kind, name or target.__name__, version, None, processors)
         setattr(target, method_name, wrapped)
         return target

@@ -338,6 +338,14 @@ def test_class_without_method_name_is_a_type_error() -> None:
             pass
 
 
+def test_class_form_with_unknown_method_name() -> None:
+    class Empty:
+        pass
+
+    with pytest.raises(ValueError, match="method_name"):
+        task(method_name="missing")(Empty)
+
+
 def test_bad_decorator_arguments() -> None:
     with pytest.raises(TypeError, match="processors"):
         task(processors=3)  # type: ignore[arg-type]
