@@ -1,0 +1,297 @@
+"""OTLP encodings of finished spans: a hand-built OTLP/JSON encoder and the stock protobuf one.
+
+The JSON text is built directly (stdlib ``json`` only quotes strings), which costs a
+fraction of OpenTelemetry's ``opentelemetry-exporter-otlp-json-common`` and matches its
+output field for field (that package is the test oracle). Encoding is exposed as an
+iterator of byte chunks, one per slice of spans, so an async caller can yield to the event
+loop between slices (`aencode`); `encode_json` joins the chunks in one go.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import logging
+import math
+import zlib
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from json.encoder import encode_basestring
+from typing import Any, Final
+
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import ReadableSpan
+from opentelemetry.sdk.util.instrumentation import InstrumentationScope
+from opentelemetry.trace import SpanContext, SpanKind
+
+logger = logging.getLogger("keywordsai_tracing.exporter")
+
+SLICE_SIZE: Final = 64
+"""Spans encoded between two yields to the event loop."""
+
+_HAS_IS_REMOTE: Final = 0x100  # SPAN_FLAGS_CONTEXT_HAS_IS_REMOTE_MASK
+_IS_REMOTE: Final = 0x200  # SPAN_FLAGS_CONTEXT_IS_REMOTE_MASK
+# OTLP numbers span kinds from 1 (0 is UNSPECIFIED); the API's enum starts at 0.
+_KIND: Final = {kind: kind.value + 1 for kind in SpanKind}
+
+Quote = Callable[[str], str]
+_Groups = list[tuple[Resource, list[tuple[InstrumentationScope | None, list[ReadableSpan]]]]]
+
+
+def _flags(context: SpanContext | None) -> int:
+    """Span/link ``flags`` as the stock encoders write them (is-remote bits only)."""
+    if context is not None and context.is_remote:
+        return _HAS_IS_REMOTE | _IS_REMOTE
+    return _HAS_IS_REMOTE
+
+
+def _double(value: float) -> str:
+    if math.isfinite(value):
+        return repr(value)
+    if math.isnan(value):
+        return '"NaN"'
+    return '"Infinity"' if value > 0 else '"-Infinity"'
+
+
+def _value(value: Any, q: Quote) -> str:
+    """One ``AnyValue`` as JSON text (proto3 JSON: int64 as string, bytes as base64)."""
+    kind = type(value)
+    if kind is str:
+        return '{"stringValue":' + q(value) + "}"
+    if kind is bool:
+        return '{"boolValue":true}' if value else '{"boolValue":false}'
+    if kind is int:
+        return f'{{"intValue":"{value:d}"}}'
+    if kind is float:
+        return '{"doubleValue":' + _double(value) + "}"
+    return _value_slow(value, q)
+
+
+def _value_slow(value: Any, q: Quote) -> str:
+    if value is None:
+        return "{}"
+    if isinstance(value, bool):
+        return '{"boolValue":true}' if value else '{"boolValue":false}'
+    if isinstance(value, str):
+        return '{"stringValue":' + q(value) + "}"
+    if isinstance(value, int):
+        return f'{{"intValue":"{value:d}"}}'
+    if isinstance(value, float):
+        return '{"doubleValue":' + _double(value) + "}"
+    if isinstance(value, bytes):
+        return '{"bytesValue":"' + base64.b64encode(value).decode("ascii") + '"}'
+    if isinstance(value, Sequence):
+        if not value:
+            return '{"arrayValue":{}}'
+        return '{"arrayValue":{"values":[' + ",".join([_value(v, q) for v in value]) + "]}}"
+    if isinstance(value, Mapping):
+        if not value:
+            return '{"kvlistValue":{}}'
+        pairs = [_key_value(str(k), v, q) for k, v in value.items()]
+        return '{"kvlistValue":{"values":[' + ",".join(pairs) + "]}}"
+    raise TypeError(f"Invalid type {type(value).__name__} of attribute value")
+
+
+def _key_value(key: str, value: Any, q: Quote) -> str:
+    return '{"key":' + q(key) + ',"value":' + _value(value, q) + "}"
+
+
+def _attributes(attributes: Mapping[str, Any] | None, q: Quote) -> str:
+    """``"attributes":[...]`` preceded by a comma, or ``""`` when there are none."""
+    if not attributes:
+        return ""
+    parts = []
+    for key, value in attributes.items():
+        if type(value) is str:  # the common case, inlined
+            parts.append('{"key":' + q(key) + ',"value":{"stringValue":' + q(value) + "}}")
+            continue
+        try:
+            parts.append('{"key":' + q(key) + ',"value":' + _value(value, q) + "}")
+        except TypeError:
+            logger.debug("Dropping attribute %r: unsupported value type", key)
+    return ',"attributes":[' + ",".join(parts) + "]"
+
+
+def _dropped(name: str, count: int) -> str:
+    return f',"{name}":{count}' if count else ""
+
+
+def encode_span(span: ReadableSpan, q: Quote = encode_basestring) -> str:
+    """One OTLP/JSON ``Span`` object as text; ``q`` quotes a string as JSON."""
+    ctx = span.get_span_context()
+    assert ctx is not None  # always set on SDK spans
+    parent = span.parent
+    parts = [
+        f'{{"traceId":"{ctx.trace_id:032x}","spanId":"{ctx.span_id:016x}"',
+        f',"parentSpanId":"{parent.span_id:016x}","flags":{_flags(parent)}'
+        if parent is not None
+        else f',"flags":{_HAS_IS_REMOTE}',
+        f',"kind":{_KIND[span.kind]},"startTimeUnixNano":"{span.start_time}"'
+        f',"endTimeUnixNano":"{span.end_time}"',
+    ]
+    if not span.start_time or not span.end_time:  # unset times are omitted, like defaults
+        parts[2] = f',"kind":{_KIND[span.kind]}'
+        if span.start_time:
+            parts.append(f',"startTimeUnixNano":"{span.start_time}"')
+        if span.end_time:
+            parts.append(f',"endTimeUnixNano":"{span.end_time}"')
+    if ctx.trace_state:
+        state = ",".join([f"{k}={v}" for k, v in ctx.trace_state.items()])
+        parts.append(',"traceState":' + q(state))
+    if span.name:
+        parts.append(',"name":' + q(span.name))
+    parts.append(_attributes(span.attributes, q))
+    parts.append(_dropped("droppedAttributesCount", span.dropped_attributes))
+    if span.events:
+        events = []
+        for event in span.events:
+            fields = [f'"timeUnixNano":"{event.timestamp}"'] if event.timestamp else []
+            if event.name:
+                fields.append('"name":' + q(event.name))
+            text = _attributes(event.attributes, q) + _dropped(
+                "droppedAttributesCount", event.dropped_attributes
+            )
+            if text:
+                fields.append(text[1:])
+            events.append("{" + ",".join(fields) + "}")
+        parts.append(',"events":[' + ",".join(events) + "]")
+    parts.append(_dropped("droppedEventsCount", span.dropped_events))
+    if span.links:
+        links = []
+        for link in span.links:
+            lctx = link.context
+            links.append(
+                f'{{"traceId":"{lctx.trace_id:032x}","spanId":"{lctx.span_id:016x}"'
+                + _attributes(link.attributes, q)
+                + _dropped("droppedAttributesCount", link.dropped_attributes)
+                + f',"flags":{_flags(lctx)}}}'
+            )
+        parts.append(',"links":[' + ",".join(links) + "]")
+    parts.append(_dropped("droppedLinksCount", span.dropped_links))
+    status = span.status
+    code = status.status_code.value
+    if status.description:
+        parts.append(',"status":{"message":' + q(status.description) + f',"code":{code}}}}}')
+    elif code:
+        parts.append(f',"status":{{"code":{code}}}}}')
+    else:
+        parts.append(',"status":{}}')
+    return "".join(parts)
+
+
+def _resource(resource: Resource, q: Quote) -> str:
+    return "{" + _attributes(resource.attributes, q)[1:] + "}"
+
+
+def _scope(scope: InstrumentationScope | None, q: Quote) -> str:
+    if scope is None:
+        return "{}"
+    fields = []
+    if scope.name:
+        fields.append('"name":' + q(scope.name))
+    if scope.version:
+        fields.append('"version":' + q(scope.version))
+    attributes = _attributes(scope.attributes, q)
+    if attributes:
+        fields.append(attributes[1:])
+    return "{" + ",".join(fields) + "}"
+
+
+def _schema(url: str | None, q: Quote) -> str:
+    return ',"schemaUrl":' + q(url) if url else ""
+
+
+def group_spans(spans: Sequence[ReadableSpan]) -> _Groups:
+    """Group spans by resource, then instrumentation scope, in first-seen order."""
+    by_identity: dict[int, list[tuple[InstrumentationScope | None, list[ReadableSpan]]]] = {}
+    by_value: dict[Resource, list[tuple[InstrumentationScope | None, list[ReadableSpan]]]] = {}
+    scope_index: dict[tuple[int, InstrumentationScope | None], list[ReadableSpan]] = {}
+    groups: _Groups = []
+    for span in spans:
+        resource = span.resource
+        scopes = by_identity.get(id(resource))
+        if scopes is None:
+            # Resource hashing serialises its attributes: do it once per distinct object.
+            scopes = by_value.get(resource)
+            if scopes is None:
+                scopes = by_value[resource] = []
+                groups.append((resource, scopes))
+            by_identity[id(resource)] = scopes
+        scope = span.instrumentation_scope or None
+        key = (id(scopes), scope)
+        members = scope_index.get(key)
+        if members is None:
+            members = scope_index[key] = []
+            scopes.append((scope, members))
+        members.append(span)
+    return groups
+
+
+def _text_chunks(spans: Sequence[ReadableSpan], slice_size: int, q: Quote) -> Iterator[list[str]]:
+    """The request's JSON text as lists of pieces, one list per ``slice_size`` spans."""
+    pieces: list[str] = ['{"resourceSpans":[']
+    count = 0
+    for r, (resource, scopes) in enumerate(group_spans(spans)):
+        pieces.append(("," if r else "") + '{"resource":' + _resource(resource, q))
+        pieces.append(',"scopeSpans":[')
+        for s, (scope, members) in enumerate(scopes):
+            pieces.append(("," if s else "") + '{"scope":' + _scope(scope, q) + ',"spans":[')
+            for i, span in enumerate(members):
+                if i:
+                    pieces.append(",")
+                pieces.append(encode_span(span, q))
+                count += 1
+                if count % slice_size == 0:
+                    yield pieces
+                    pieces = []
+            schema = scope.schema_url if scope is not None else None
+            pieces.append("]" + _schema(schema, q) + "}")
+        pieces.append("]" + _schema(resource.schema_url, q) + "}")
+    pieces.append("]}")
+    yield pieces
+
+
+def iter_json(spans: Sequence[ReadableSpan], slice_size: int = SLICE_SIZE) -> Iterator[bytes]:
+    """OTLP/JSON ``ExportTraceServiceRequest`` as UTF-8 chunks, one per slice of spans."""
+    for pieces in _text_chunks(spans, slice_size, encode_basestring):
+        # Lone surrogates (only possible inside strings) become JSON \uXXXX escapes.
+        yield "".join(pieces).encode("utf-8", "backslashreplace")
+
+
+def encode_json(spans: Sequence[ReadableSpan]) -> bytes:
+    """The whole OTLP/JSON request body at once."""
+    return b"".join(iter_json(spans, max(len(spans), 1)))
+
+
+def encode_protobuf(spans: Sequence[ReadableSpan]) -> bytes:
+    """The OTLP protobuf request body, via the stock OpenTelemetry encoder."""
+    from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
+
+    return encode_spans(spans).SerializePartialToString()  # type: ignore[no-any-return]
+
+
+def iter_protobuf(spans: Sequence[ReadableSpan], slice_size: int = SLICE_SIZE) -> Iterator[bytes]:
+    """The protobuf body in chunks: concatenated serialised messages merge, so each slice
+    is encoded as its own request (a resource may then appear once per slice)."""
+    for start in range(0, max(len(spans), 1), slice_size):
+        yield encode_protobuf(spans[start : start + slice_size])
+
+
+async def aencode(
+    spans: Sequence[ReadableSpan],
+    *,
+    protobuf: bool = False,
+    gzip: bool = False,
+    slice_size: int = SLICE_SIZE,
+) -> bytes:
+    """The request body for ``spans`` (optionally gzip-compressed), built in slices of
+    ``slice_size`` spans with a yield to the event loop between slices."""
+    chunks = iter_protobuf(spans, slice_size) if protobuf else iter_json(spans, slice_size)
+    compressor = zlib.compressobj(6, zlib.DEFLATED, 31) if gzip else None  # 31: gzip framing
+    out: list[bytes] = []
+    for index, chunk in enumerate(chunks):
+        if index:
+            await asyncio.sleep(0)
+        out.append(compressor.compress(chunk) if compressor is not None else chunk)
+    if compressor is not None:
+        out.append(compressor.flush())
+    return b"".join(out)

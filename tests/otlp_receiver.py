@@ -1,0 +1,444 @@
+"""A real OTLP/HTTP trace receiver on 127.0.0.1 for tests, scriptable with faults.
+
+It parses every request strictly (OTLP/JSON per the spec: lowercase hex ids, integer enums,
+int64 as decimal strings; protobuf via ``ExportTraceServiceRequest``; ``gzip`` bodies) and
+records headers and decoded spans. Invalid requests get a 400 and land in ``errors``.
+
+Async tests::
+
+    async with OTLPReceiver() as receiver:  # or the ``otlp_receiver`` fixture
+        receiver.script(Fault(status=503), Fault(status=503))  # then 200s
+        ... post to receiver.url ...
+
+Sync tests (the receiver runs its own loop on a thread)::
+
+    with OTLPReceiver().running_in_thread() as receiver:  # or ``threaded_otlp_receiver``
+        ...
+        receiver.wait_for_spans(10, timeout=5)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import gzip
+import json
+import re
+import socket
+import threading
+import time
+from collections import deque
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import pytest
+import pytest_asyncio
+from aiohttp import web
+from multidict import CIMultiDict
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
+    ExportTraceServiceRequest,
+    ExportTraceServiceResponse,
+)
+from opentelemetry.proto.common.v1.common_pb2 import AnyValue
+
+__all__ = [
+    "Fault",
+    "OTLPReceiver",
+    "ReceivedRequest",
+    "ReceivedSpan",
+    "not_listening_url",
+    "otlp_receiver",
+    "partial_success",
+    "threaded_otlp_receiver",
+    "unused_endpoint",
+]
+
+TRACES_PATH = "/v1/traces"
+_HEX32 = re.compile(r"[0-9a-f]{32}")
+_HEX16 = re.compile(r"[0-9a-f]{16}")
+_INT64 = re.compile(r"-?[0-9]+")
+
+
+@dataclass(frozen=True)
+class Fault:
+    """How to answer one request: status/headers/body after ``delay`` seconds, or ``drop``
+    the connection without any response. ``body=None`` means the normal success body."""
+
+    status: int = 200
+    headers: Mapping[str, str] = field(default_factory=dict)
+    body: bytes | None = None
+    delay: float = 0.0
+    drop: bool = False
+
+
+def partial_success(rejected: int, message: str, *, protobuf: bool = False) -> Fault:
+    """A 200 carrying ``partialSuccess`` in the JSON or protobuf response body."""
+    if protobuf:
+        response = ExportTraceServiceResponse()
+        response.partial_success.rejected_spans = rejected
+        response.partial_success.error_message = message
+        return Fault(
+            body=response.SerializeToString(),
+            headers={"Content-Type": "application/x-protobuf"},
+        )
+    payload = {"partialSuccess": {"rejectedSpans": str(rejected), "errorMessage": message}}
+    return Fault(body=json.dumps(payload).encode(), headers={"Content-Type": "application/json"})
+
+
+@dataclass(frozen=True)
+class ReceivedSpan:
+    """One decoded span, the same shape for JSON and protobuf requests."""
+
+    trace_id: str
+    span_id: str
+    parent_span_id: str
+    name: str
+    kind: int
+    flags: int
+    start_time: int
+    end_time: int
+    attributes: dict[str, Any]
+    events: list[tuple[str, dict[str, Any]]]
+    links: list[tuple[str, str]]
+    status_code: int
+    status_message: str
+    scope_name: str
+    scope_version: str
+    resource: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class ReceivedRequest:
+    """One request as received; ``spans`` empty when the body did not parse."""
+
+    path: str
+    headers: CIMultiDict[str]
+    raw_body: bytes
+    body: bytes
+    spans: list[ReceivedSpan]
+    status: int  # what the receiver answered (0: connection dropped)
+    peer: tuple[str, int] | None = None  # the client's address: one per connection
+
+
+def _check(condition: bool, message: str) -> None:
+    if not condition:
+        raise ValueError(message)
+
+
+def _json_int64(value: Any, where: str) -> int:
+    _check(isinstance(value, str) and bool(_INT64.fullmatch(value)), f"{where}: {value!r}")
+    return int(value)
+
+
+def _json_value(value: dict[str, Any]) -> Any:
+    if not value:
+        return None
+    _check(len(value) == 1, f"AnyValue with several fields: {value!r}")
+    kind, inner = next(iter(value.items()))
+    if kind == "intValue":
+        return _json_int64(inner, "intValue")
+    if kind == "arrayValue":
+        return tuple(_json_value(v) for v in inner.get("values", []))
+    if kind == "kvlistValue":
+        return {kv["key"]: _json_value(kv.get("value", {})) for kv in inner.get("values", [])}
+    if kind == "bytesValue":
+        return base64.b64decode(inner)
+    _check(kind in ("stringValue", "boolValue", "doubleValue"), f"unknown AnyValue {kind}")
+    return inner
+
+
+def _json_attributes(items: list[dict[str, Any]]) -> dict[str, Any]:
+    return {kv["key"]: _json_value(kv.get("value", {})) for kv in items}
+
+
+def _json_span(
+    span: dict[str, Any], scope: dict[str, Any], resource: dict[str, Any]
+) -> ReceivedSpan:
+    _check(bool(_HEX32.fullmatch(span.get("traceId", ""))), f"traceId {span.get('traceId')!r}")
+    _check(bool(_HEX16.fullmatch(span.get("spanId", ""))), f"spanId {span.get('spanId')!r}")
+    parent = span.get("parentSpanId", "")
+    _check(parent == "" or bool(_HEX16.fullmatch(parent)), f"parentSpanId {parent!r}")
+    kind = span.get("kind", 0)
+    _check(type(kind) is int and 0 <= kind <= 5, f"kind {kind!r}")
+    status = span.get("status", {})
+    code = status.get("code", 0)
+    _check(type(code) is int and 0 <= code <= 2, f"status.code {code!r}")
+    flags = span.get("flags", 0)
+    _check(type(flags) is int, f"flags {flags!r}")
+    events = []
+    for event in span.get("events", []):
+        _json_int64(event.get("timeUnixNano", "0"), "timeUnixNano")
+        events.append((event.get("name", ""), _json_attributes(event.get("attributes", []))))
+    links = []
+    for link in span.get("links", []):
+        _check(bool(_HEX32.fullmatch(link.get("traceId", ""))), "link traceId")
+        _check(bool(_HEX16.fullmatch(link.get("spanId", ""))), "link spanId")
+        links.append((link["traceId"], link["spanId"]))
+    return ReceivedSpan(
+        trace_id=span["traceId"],
+        span_id=span["spanId"],
+        parent_span_id=parent,
+        name=span.get("name", ""),
+        kind=kind,
+        flags=flags,
+        start_time=_json_int64(span.get("startTimeUnixNano", "0"), "startTimeUnixNano"),
+        end_time=_json_int64(span.get("endTimeUnixNano", "0"), "endTimeUnixNano"),
+        attributes=_json_attributes(span.get("attributes", [])),
+        events=events,
+        links=links,
+        status_code=code,
+        status_message=status.get("message", ""),
+        scope_name=scope.get("name", ""),
+        scope_version=scope.get("version", ""),
+        resource=_json_attributes(resource.get("attributes", [])),
+    )
+
+
+def parse_json(body: bytes) -> list[ReceivedSpan]:
+    """Spans of an OTLP/JSON request; raises ValueError on anything off-spec."""
+    data = json.loads(body)
+    spans: list[ReceivedSpan] = []
+    for resource_spans in data.get("resourceSpans", []):
+        resource = resource_spans.get("resource", {})
+        for scope_spans in resource_spans.get("scopeSpans", []):
+            scope = scope_spans.get("scope", {})
+            spans.extend(_json_span(s, scope, resource) for s in scope_spans.get("spans", []))
+    return spans
+
+
+def _pb_value(value: AnyValue) -> Any:
+    kind = value.WhichOneof("value")
+    if kind is None:
+        return None
+    if kind == "array_value":
+        return tuple(_pb_value(v) for v in value.array_value.values)
+    if kind == "kvlist_value":
+        return {kv.key: _pb_value(kv.value) for kv in value.kvlist_value.values}
+    return getattr(value, kind)
+
+
+def _pb_attributes(items: Any) -> dict[str, Any]:
+    return {kv.key: _pb_value(kv.value) for kv in items}
+
+
+def parse_protobuf(body: bytes) -> list[ReceivedSpan]:
+    """Spans of a binary OTLP request."""
+    request = ExportTraceServiceRequest.FromString(body)
+    spans: list[ReceivedSpan] = []
+    for rs in request.resource_spans:
+        resource = _pb_attributes(rs.resource.attributes)
+        for ss in rs.scope_spans:
+            for s in ss.spans:
+                spans.append(
+                    ReceivedSpan(
+                        trace_id=s.trace_id.hex(),
+                        span_id=s.span_id.hex(),
+                        parent_span_id=s.parent_span_id.hex(),
+                        name=s.name,
+                        kind=s.kind,
+                        flags=s.flags,
+                        start_time=s.start_time_unix_nano,
+                        end_time=s.end_time_unix_nano,
+                        attributes=_pb_attributes(s.attributes),
+                        events=[(e.name, _pb_attributes(e.attributes)) for e in s.events],
+                        links=[(li.trace_id.hex(), li.span_id.hex()) for li in s.links],
+                        status_code=s.status.code,
+                        status_message=s.status.message,
+                        scope_name=ss.scope.name,
+                        scope_version=ss.scope.version,
+                        resource=resource,
+                    )
+                )
+    return spans
+
+
+class OTLPReceiver:
+    """An aiohttp OTLP/HTTP receiver on 127.0.0.1 (random port); see the module docstring."""
+
+    def __init__(self) -> None:
+        self.requests: list[ReceivedRequest] = []
+        self.errors: list[str] = []
+        self.default = Fault()  # the answer once the script is exhausted
+        self._faults: deque[Fault] = deque()
+        self._cond = threading.Condition()
+        self._runner: web.AppRunner | None = None
+        self._port = 0
+        self._thread_loop: asyncio.AbstractEventLoop | None = None
+
+    # -- scripting and inspection -------------------------------------------------------
+    def script(self, *faults: Fault) -> None:
+        """Answer the next requests with ``faults``, one each, then with ``default``."""
+        with self._cond:
+            self._faults.extend(faults)
+
+    @property
+    def url(self) -> str:
+        """The full ``/v1/traces`` endpoint."""
+        assert self._port, "receiver not started"
+        return f"http://127.0.0.1:{self._port}{TRACES_PATH}"
+
+    @property
+    def spans(self) -> list[ReceivedSpan]:
+        """Spans of the requests answered 2xx (what was delivered)."""
+        with self._cond:
+            return [s for r in self.requests if 200 <= r.status < 300 for s in r.spans]
+
+    def wait_for_spans(self, count: int, timeout: float = 10.0) -> list[ReceivedSpan]:
+        """Block until ``count`` spans were delivered (use from sync tests / other threads)."""
+        end = time.monotonic() + timeout
+        with self._cond:
+            while len(self.spans) < count:
+                left = end - time.monotonic()
+                if left <= 0:
+                    raise TimeoutError(f"{len(self.spans)} of {count} spans after {timeout}s")
+                self._cond.wait(left)
+            return self.spans
+
+    async def await_spans(self, count: int, timeout: float = 10.0) -> list[ReceivedSpan]:
+        """Like `wait_for_spans`, polling from a coroutine without blocking the loop."""
+        await self._poll(lambda: len(self.spans) >= count, f"{count} spans", timeout)
+        return self.spans
+
+    async def await_requests(self, count: int, timeout: float = 10.0) -> list[ReceivedRequest]:
+        """Wait (polling, on any loop) until ``count`` requests were received."""
+        await self._poll(lambda: len(self.requests) >= count, f"{count} requests", timeout)
+        with self._cond:
+            return list(self.requests)
+
+    async def _poll(self, done: Callable[[], bool], what: str, timeout: float) -> None:
+        end = time.monotonic() + timeout
+        while not done():
+            if time.monotonic() > end:
+                raise TimeoutError(f"no {what} after {timeout}s")
+            await asyncio.sleep(0.01)
+
+    # -- the server -------------------------------------------------------------------
+    async def _handle(self, request: web.Request) -> web.StreamResponse:
+        raw = await request.read()
+        with self._cond:
+            fault = self._faults.popleft() if self._faults else self.default
+        body, status = raw, fault.status
+        spans: list[ReceivedSpan] = []
+        try:
+            if request.headers.get("Content-Encoding", "").lower() == "gzip":
+                body = gzip.decompress(raw)
+            content_type = request.headers.get("Content-Type", "")
+            if content_type == "application/json":
+                spans = parse_json(body)
+            elif content_type == "application/x-protobuf":
+                spans = parse_protobuf(body)
+            else:
+                raise ValueError(f"unsupported Content-Type {content_type!r}")
+        except Exception as exc:
+            self.errors.append(f"{type(exc).__name__}: {exc}")
+            status = 400
+            fault = Fault(status=400, body=str(exc).encode())
+        if fault.delay:
+            await asyncio.sleep(fault.delay)
+        peer = request.transport.get_extra_info("peername") if request.transport else None
+        recorded = ReceivedRequest(
+            request.path,
+            CIMultiDict(request.headers),
+            raw,
+            body,
+            spans,
+            0 if fault.drop else status,
+            tuple(peer[:2]) if peer else None,
+        )
+        with self._cond:
+            self.requests.append(recorded)
+            self._cond.notify_all()
+        if fault.drop:
+            assert request.transport is not None
+            request.transport.abort()
+            raise ConnectionResetError("dropped by the test receiver")
+        if fault.body is None:
+            protobuf = request.headers.get("Content-Type") == "application/x-protobuf"
+            default_body = b"" if protobuf else b"{}"
+            headers = {"Content-Type": "application/x-protobuf" if protobuf else "application/json"}
+            headers.update(fault.headers)
+            return web.Response(status=status, body=default_body, headers=headers)
+        return web.Response(status=status, body=fault.body, headers=dict(fault.headers))
+
+    async def start(self) -> OTLPReceiver:
+        """Start serving on the running loop."""
+        app = web.Application(client_max_size=64 * 1024 * 1024)
+        app.router.add_post(TRACES_PATH, self._handle)
+        # auto_decompress=False: record the body as sent and gunzip it ourselves.
+        self._runner = web.AppRunner(
+            app, access_log=None, shutdown_timeout=0.5, auto_decompress=False
+        )
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, "127.0.0.1", 0)
+        await site.start()
+        server = site._server
+        assert isinstance(server, asyncio.Server)
+        self._port = server.sockets[0].getsockname()[1]
+        return self
+
+    async def stop(self) -> None:
+        """Stop serving (idempotent)."""
+        if self._runner is not None:
+            runner, self._runner = self._runner, None
+            await runner.cleanup()
+
+    async def __aenter__(self) -> OTLPReceiver:
+        return await self.start()
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop()
+
+    @contextlib.contextmanager
+    def running_in_thread(self) -> Iterator[OTLPReceiver]:
+        """Serve from a private event loop on a daemon thread for the ``with`` block."""
+        loop = asyncio.new_event_loop()
+        ready = threading.Event()
+
+        def run() -> None:
+            asyncio.set_event_loop(loop)
+            loop.call_soon(ready.set)
+            loop.run_forever()
+
+        thread = threading.Thread(target=run, name="otlp-receiver", daemon=True)
+        thread.start()
+        ready.wait()
+        try:
+            asyncio.run_coroutine_threadsafe(self.start(), loop).result(timeout=10)
+            yield self
+        finally:
+            with contextlib.suppress(Exception):
+                asyncio.run_coroutine_threadsafe(self.stop(), loop).result(timeout=10)
+            loop.call_soon_threadsafe(loop.stop)
+            thread.join(timeout=10)
+            loop.run_until_complete(loop.shutdown_asyncgens())
+            loop.close()
+
+
+def not_listening_url() -> str:
+    """A ``/v1/traces`` URL on a free 127.0.0.1 port with nothing listening."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    return f"http://127.0.0.1:{port}{TRACES_PATH}"
+
+
+@pytest_asyncio.fixture
+async def otlp_receiver() -> AsyncIterator[OTLPReceiver]:
+    """A receiver on the test's event loop (for ``@pytest.mark.asyncio`` tests)."""
+    async with OTLPReceiver() as receiver:
+        yield receiver
+
+
+@pytest.fixture
+def threaded_otlp_receiver() -> Iterator[OTLPReceiver]:
+    """A receiver on its own thread and loop (for sync tests, or loops that come and go)."""
+    with OTLPReceiver().running_in_thread() as receiver:
+        yield receiver
+
+
+@pytest.fixture
+def unused_endpoint() -> str:
+    """An endpoint where nothing listens (connection refused)."""
+    return not_listening_url()
