@@ -32,3 +32,10 @@ def tests(session: nox.Session) -> None:
     """The test suite."""
     session.install("-e", ".[test]")
     session.run("pytest", *session.posargs)
+
+
+@nox.session(python=PYTHON)
+def bench(session: nox.Session) -> None:
+    """Benchmarks against no tracing, the stock OpenTelemetry pipeline and the incumbent."""
+    session.install("-e", ".[test]", "opentelemetry-exporter-otlp-proto-http")
+    session.run("python", "-m", "benchmarks.run", *session.posargs)
