@@ -9,10 +9,12 @@ active pipeline, so replacing the telemetry never double-exports.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any, Protocol, runtime_checkable
 
 from opentelemetry import context as context_api
 from opentelemetry.context import Context
@@ -32,6 +34,11 @@ class Route:
     processor: SpanProcessor
     name: str | None = None
     filter_fn: SpanFilter | None = None
+    exporter: Any = None  # kept for its counters
+
+    @property
+    def label(self) -> str:
+        return f"processor {self.name!r}" if self.name else "the default processor"
 
     def accepts(self, span: ReadableSpan) -> bool:
         if self.name is not None:
@@ -81,26 +88,71 @@ class Pipeline(SpanProcessor):
                 if route.accepts(span):
                     route.processor.on_end(span)
             except Exception:
-                logger.exception("Routing span %r to %s failed", span.name, route.name or "default")
+                logger.exception("Routing span %r to %s failed", span.name, route.label)
 
     def force_flush(self, timeout_millis: int = 30_000) -> bool:
         deadline = time.monotonic() + timeout_millis / 1000
         ok = True
         for route in self._routes:
-            remaining = max(deadline - time.monotonic(), 0.0)
             try:
-                ok = route.processor.force_flush(int(remaining * 1000)) and ok
+                ok = route.processor.force_flush(_millis_until(deadline)) and ok
             except Exception:
-                logger.exception("Flushing %s failed", route.name or "the default processor")
+                logger.exception("Flushing %s failed", route.label)
                 ok = False
         return ok
 
-    def shutdown(self) -> None:
+    async def aflush(self, timeout: float) -> bool:
+        """Flush every route concurrently without blocking the running loop."""
+        results = await asyncio.gather(*(_aflush(route, timeout) for route in self._routes))
+        return all(results)
+
+    def shutdown(self, timeout_millis: int = 30_000) -> None:
+        deadline = time.monotonic() + timeout_millis / 1000
         for route in self._routes:
             try:
-                route.processor.shutdown()
+                if isinstance(route.processor, _AsyncCapable):
+                    route.processor.shutdown(_millis_until(deadline))
+                else:
+                    route.processor.shutdown()
             except Exception:
-                logger.exception("Shutting down %s failed", route.name or "the default processor")
+                logger.exception("Shutting down %s failed", route.label)
+
+    async def ashutdown(self, timeout: float) -> None:
+        """Shut every route down concurrently without blocking the running loop."""
+        await asyncio.gather(*(_ashutdown(route, timeout) for route in self._routes))
+
+
+@runtime_checkable
+class _AsyncCapable(Protocol):
+    """Our processors: awaitable flush and shutdown, and a deadline on shutdown."""
+
+    async def aflush(self, timeout: float | None = None) -> bool: ...
+    async def ashutdown(self, timeout: float | None = None) -> None: ...
+    def shutdown(self, timeout_millis: float = 30_000) -> None: ...
+
+
+def _millis_until(deadline: float) -> int:
+    return int(max(deadline - time.monotonic(), 0.0) * 1000)
+
+
+async def _aflush(route: Route, timeout: float) -> bool:
+    try:
+        if isinstance(route.processor, _AsyncCapable):
+            return await route.processor.aflush(timeout)
+        return await asyncio.to_thread(route.processor.force_flush, int(timeout * 1000))
+    except Exception:
+        logger.exception("Flushing %s failed", route.label)
+        return False
+
+
+async def _ashutdown(route: Route, timeout: float) -> None:
+    try:
+        if isinstance(route.processor, _AsyncCapable):
+            await route.processor.ashutdown(timeout)
+        else:
+            await asyncio.to_thread(route.processor.shutdown)
+    except Exception:
+        logger.exception("Shutting down %s failed", route.label)
 
 
 class Dispatcher(SpanProcessor):

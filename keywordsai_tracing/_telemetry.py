@@ -32,6 +32,7 @@ from ._config import Settings
 from ._export_types import AsyncSpanExporter
 from ._exporting import default_exporter, export_processor
 from ._pipeline import Dispatcher, Pipeline, Route, SpanFilter
+from ._stats import TelemetryStats, collect
 from ._version import __version__
 from .instruments import Instruments
 
@@ -161,13 +162,13 @@ class KeywordsAITelemetry:
             previous, _active = _active, None
         if previous is not None:
             logger.info("A new KeywordsAITelemetry replaces the active one; shutting it down")
-            previous.shutdown()
+            _retire(previous)
         if not settings.is_enabled:
             logger.info("KeywordsAI tracing is disabled: decorators run without spans")
             return
         exporter = default_exporter(settings)
         if exporter is not None:
-            self._pipeline.add_route(Route(self._make_processor(exporter, None)))
+            self._pipeline.add_route(Route(self._make_processor(exporter, None), exporter=exporter))
         else:
             logger.warning(
                 "No api_key and no custom_exporter: spans are traced but not exported "
@@ -213,6 +214,11 @@ class KeywordsAITelemetry:
         """The `KeywordsAIClient` (same as the module-level `get_client()`)."""
         return get_client()
 
+    @property
+    def stats(self) -> TelemetryStats:
+        """The SDK's own counters: queued, exported, dropped, failed, retries, ..."""
+        return collect((route.processor, route.exporter) for route in self._pipeline.routes)
+
     def _make_processor(self, exporter: Any, batching: bool | None) -> SpanProcessor:
         use_batching = self._settings.is_batching_enabled if batching is None else batching
         return export_processor(exporter, use_batching, self._settings)
@@ -238,9 +244,8 @@ class KeywordsAITelemetry:
         if not self.is_enabled or self._closed:
             logger.warning("add_processor ignored: telemetry is disabled or shut down")
             return
-        self._pipeline.add_route(
-            Route(self._make_processor(exporter, is_batching_enabled), name, filter_fn)
-        )
+        processor = self._make_processor(exporter, is_batching_enabled)
+        self._pipeline.add_route(Route(processor, name, filter_fn, exporter))
 
     # -- lifecycle -----------------------------------------------------------------------
 
@@ -248,19 +253,31 @@ class KeywordsAITelemetry:
         """Export every span ended so far; True when all were delivered in time."""
         if not self.is_enabled or self._closed:
             return True
-        seconds = self._settings.batch_timeout if timeout is None else timeout
-        return self._pipeline.force_flush(int(seconds * 1000))
+        ok = self._pipeline.force_flush(int(self._timeout(timeout) * 1000))
+        logger.debug("flush: delivered=%s %s", ok, self.stats)
+        return ok
 
     async def aflush(self, timeout: float | None = None) -> bool:
         """`flush` for async code: awaits delivery without blocking the event loop."""
-        return await asyncio.to_thread(self.flush, timeout)
+        if not self.is_enabled or self._closed:
+            return True
+        ok = await self._pipeline.aflush(self._timeout(timeout))
+        logger.debug("aflush: delivered=%s %s", ok, self.stats)
+        return ok
 
-    def shutdown(self) -> None:
-        """Flush, stop exporting, and remove instrumentation. Idempotent."""
+    def _timeout(self, timeout: float | None) -> float:
+        if timeout is None:
+            return self._settings.batch_timeout
+        if isinstance(timeout, bool) or not isinstance(timeout, int | float) or timeout < 0:
+            raise ValueError(f"timeout: expected a non-negative number, got {timeout!r}")
+        return float(timeout)
+
+    def _close(self) -> bool:
+        """Stop tracing through this instance; False if it was already closed."""
         global _active
         with _lock:
             if self._closed:
-                return
+                return False
             self._closed = True
             if _active is self:
                 _active = None
@@ -268,11 +285,23 @@ class KeywordsAITelemetry:
                 Dispatcher.active = None
         _instrumentation.uninstrument(self._instrumentors)
         self._instrumentors = []
-        self._pipeline.shutdown()
+        return True
 
-    async def ashutdown(self) -> None:
-        """`shutdown` for async code, without blocking the event loop."""
-        await asyncio.to_thread(self.shutdown)
+    def shutdown(self, timeout: float | None = None) -> None:
+        """Flush, stop exporting, and remove instrumentation. Idempotent.
+
+        Called from a coroutine this blocks its event loop until the queue is delivered
+        (or ``timeout`` passes): async code should ``await ashutdown()``.
+        """
+        if self._close():
+            self._pipeline.shutdown(int(self._timeout(timeout) * 1000))
+            logger.debug("shutdown: %s", self.stats)
+
+    async def ashutdown(self, timeout: float | None = None) -> None:
+        """`shutdown` for async code: awaits delivery without blocking the event loop."""
+        if self._close():
+            await self._pipeline.ashutdown(self._timeout(timeout))
+            logger.debug("ashutdown: %s", self.stats)
 
     def __enter__(self) -> KeywordsAITelemetry:
         return self
@@ -295,6 +324,22 @@ class KeywordsAITelemetry:
         tb: TracebackType | None,
     ) -> None:
         await self.ashutdown()
+
+
+def _retire(previous: KeywordsAITelemetry) -> None:
+    """Shut a replaced instance down; in async code without blocking the loop."""
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        previous.shutdown()
+        return
+    if previous._close():  # stops its spans now; its queue drains in the background
+        threading.Thread(
+            target=previous._pipeline.shutdown,
+            args=(int(previous._settings.batch_timeout * 1000),),
+            name="keywordsai-retire",
+            daemon=True,
+        ).start()
 
 
 def _shutdown_active() -> None:

@@ -14,6 +14,9 @@ from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from keywordsai_tracing import KeywordsAITelemetry, _attributes, _telemetry
+from tests.otlp_receiver import otlp_receiver, threaded_otlp_receiver, unused_endpoint
+
+__all__ = ["otlp_receiver", "threaded_otlp_receiver", "unused_endpoint"]  # shared fixtures
 
 
 @pytest.fixture

@@ -40,12 +40,40 @@ def test_incumbent_import_paths() -> None:
 
 
 def test_instruments_members_match_the_incumbent() -> None:
-    expected = (
-        "OPENAI ANTHROPIC COHERE MISTRAL OLLAMA GROQ TOGETHER REPLICATE TRANSFORMERS "
-        "BEDROCK SAGEMAKER VERTEXAI GOOGLE_GENERATIVEAI WATSONX ALEPHALPHA "
-        "PINECONE QDRANT CHROMA MILVUS WEAVIATE LANCEDB MARQO "
-        "LANGCHAIN LLAMA_INDEX HAYSTACK CREW MCP REDIS REQUESTS URLLIB3 PYMYSQL THREADING"
-    ).split()
+    expected = [
+        "OPENAI",
+        "ANTHROPIC",
+        "COHERE",
+        "MISTRAL",
+        "OLLAMA",
+        "GROQ",
+        "TOGETHER",
+        "REPLICATE",
+        "TRANSFORMERS",
+        "BEDROCK",
+        "SAGEMAKER",
+        "VERTEXAI",
+        "GOOGLE_GENERATIVEAI",
+        "WATSONX",
+        "ALEPHALPHA",
+        "PINECONE",
+        "QDRANT",
+        "CHROMA",
+        "MILVUS",
+        "WEAVIATE",
+        "LANCEDB",
+        "MARQO",
+        "LANGCHAIN",
+        "LLAMA_INDEX",
+        "HAYSTACK",
+        "CREW",
+        "MCP",
+        "REDIS",
+        "REQUESTS",
+        "URLLIB3",
+        "PYMYSQL",
+        "THREADING",
+    ]
     members = keywordsai_tracing.Instruments.__members__
     assert set(expected) <= set(members)
     for name in expected:

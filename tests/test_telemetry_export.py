@@ -1,0 +1,190 @@
+"""KeywordsAITelemetry end to end: decorators -> asyncio processor -> aiohttp -> receiver."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+
+import pytest
+from opentelemetry import trace
+
+from keywordsai_tracing import KeywordsAITelemetry, get_client, task, workflow
+from keywordsai_tracing._version import __version__
+from tests.otlp_receiver import Fault, OTLPReceiver
+
+SECRET = "sk-test-secret-key"
+
+
+@task
+async def step(i: int) -> int:
+    await asyncio.sleep(0)
+    return i
+
+
+@workflow(name="pipeline")
+async def pipeline(n: int) -> list[int]:
+    return list(await asyncio.gather(*(step(i) for i in range(n))))
+
+
+def _telemetry(receiver: OTLPReceiver, **kwargs: object) -> KeywordsAITelemetry:
+    base_url = receiver.url.removesuffix("/v1/traces")
+    return KeywordsAITelemetry(
+        app_name="e2e", api_key=SECRET, base_url=base_url, instruments=set(), **kwargs
+    )
+
+
+def test_spans_ended_in_asyncio_run_arrive_without_an_explicit_flush(
+    threaded_otlp_receiver: OTLPReceiver, caplog: pytest.LogCaptureFixture
+) -> None:
+    _telemetry(threaded_otlp_receiver, headers={"X-Team": "search"})
+    for _ in range(3):
+        asyncio.run(pipeline(3))  # the export task delivers as each loop shuts down
+    spans = threaded_otlp_receiver.wait_for_spans(12)
+    assert sorted({s.name for s in spans}) == ["pipeline.workflow", "step.task"]
+    request = threaded_otlp_receiver.requests[0]
+    assert request.headers["Authorization"] == f"Bearer {SECRET}"
+    assert request.headers["Content-Type"] == "application/json"
+    assert request.headers["X-Team"] == "search"
+    assert request.headers["User-Agent"] == f"keywordsai-tracing-async/{__version__}"
+    assert request.path == "/v1/traces"
+    root = next(s for s in spans if s.name == "pipeline.workflow")
+    children = [s for s in spans if s.name == "step.task" and s.trace_id == root.trace_id]
+    assert len(children) == 3
+    assert all(c.parent_span_id == root.span_id for c in children)
+    assert root.resource["service.name"] == "e2e"
+    assert root.attributes["traceloop.workflow.name"] == "pipeline"
+    assert SECRET not in caplog.text
+
+
+def test_sync_script_flush_delivers(threaded_otlp_receiver: OTLPReceiver) -> None:
+    telemetry = _telemetry(threaded_otlp_receiver)
+
+    @task
+    def sync_step() -> str:
+        return "ok"
+
+    for _ in range(5):
+        sync_step()
+    assert telemetry.flush(timeout=10)
+    assert len(threaded_otlp_receiver.spans) == 5
+    stats = telemetry.stats
+    assert stats.exported == 5
+    assert stats.queued == 5
+    assert stats.pending == 0
+
+
+@pytest.mark.asyncio
+async def test_aflush_inside_the_app_loop(otlp_receiver: OTLPReceiver) -> None:
+    telemetry = _telemetry(otlp_receiver)
+    await pipeline(4)
+    assert await telemetry.aflush(timeout=10)
+    assert len(otlp_receiver.spans) == 5
+    await telemetry.ashutdown()
+
+
+@pytest.mark.asyncio
+async def test_unbatched_http_export_is_scheduled_not_awaited_inline(
+    otlp_receiver: OTLPReceiver,
+) -> None:
+    otlp_receiver.default = Fault(delay=0.3)  # a slow collector
+    telemetry = _telemetry(otlp_receiver, is_batching_enabled=False)
+    started = time.monotonic()
+    await pipeline(2)
+    returned_after = time.monotonic() - started
+    assert returned_after < otlp_receiver.default.delay  # did not wait for any POST
+    assert await telemetry.aflush(timeout=10)
+    assert len(otlp_receiver.spans) == 3
+    await telemetry.ashutdown()
+
+
+@pytest.mark.asyncio
+async def test_protobuf_and_gzip_by_environment(
+    otlp_receiver: OTLPReceiver, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_PROTOCOL", "http/protobuf")
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_COMPRESSION", "gzip")
+    telemetry = _telemetry(otlp_receiver)
+    await pipeline(1)
+    assert await telemetry.aflush(timeout=10)
+    request = otlp_receiver.requests[0]
+    assert request.headers["Content-Type"] == "application/x-protobuf"
+    assert request.headers["Content-Encoding"] == "gzip"
+    assert {s.name for s in request.spans} == {"pipeline.workflow", "step.task"}
+    await telemetry.ashutdown()
+
+
+@pytest.mark.asyncio
+async def test_noise_filter_keeps_entities_children_and_manual_spans(
+    otlp_receiver: OTLPReceiver,
+) -> None:
+    telemetry = _telemetry(otlp_receiver)
+    library = trace.get_tracer("some.http.client")
+
+    @workflow(name="flow")
+    async def flow() -> None:
+        with library.start_as_current_span("inside-entity"):
+            pass
+
+    with library.start_as_current_span("bare-noise"):
+        pass
+    with get_client().get_tracer().start_as_current_span("manual-on-purpose"):
+        pass
+    await flow()
+    assert await telemetry.aflush(timeout=10)
+    names = {s.name for s in otlp_receiver.spans}
+    assert names == {"flow.workflow", "inside-entity", "manual-on-purpose"}
+    assert telemetry.stats.filtered == 1
+    inside = next(s for s in otlp_receiver.spans if s.name == "inside-entity")
+    assert inside.attributes["traceloop.entity.path"] == "flow"
+    await telemetry.ashutdown()
+
+
+@pytest.mark.asyncio
+async def test_noise_filter_can_be_turned_off(otlp_receiver: OTLPReceiver) -> None:
+    telemetry = _telemetry(otlp_receiver, filter_noise=False)
+    with trace.get_tracer("some.http.client").start_as_current_span("bare"):
+        pass
+    assert await telemetry.aflush(timeout=10)
+    assert [s.name for s in otlp_receiver.spans] == ["bare"]
+    await telemetry.ashutdown()
+
+
+@pytest.mark.asyncio
+async def test_dead_collector_never_reaches_the_app(
+    unused_endpoint: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    telemetry = KeywordsAITelemetry(
+        api_key=SECRET,
+        base_url=unused_endpoint,
+        instruments=set(),
+        export_timeout=0.5,
+    )
+    assert await pipeline(3) == [0, 1, 2]
+    assert await telemetry.aflush(timeout=2) is False
+    await telemetry.ashutdown(timeout=2)
+    stats = telemetry.stats
+    assert stats.failed_spans + stats.pending == 4
+    assert stats.exported == 0
+    warnings = [r for r in caplog.records if r.levelno >= logging.WARNING]
+    assert len(warnings) <= 3, [r.getMessage() for r in warnings]
+    assert SECRET not in caplog.text
+
+
+def test_without_api_key_default_endpoint_nothing_is_sent(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.delenv("KEYWORDSAI_API_KEY", raising=False)
+    monkeypatch.delenv("KEYWORDSAI_BASE_URL", raising=False)
+    telemetry = KeywordsAITelemetry(instruments=set())
+    assert telemetry.stats.queued == 0
+    asyncio.run(pipeline(1))
+    assert telemetry.stats.queued == 0
+
+
+def test_local_collector_without_api_key(threaded_otlp_receiver: OTLPReceiver) -> None:
+    base_url = threaded_otlp_receiver.url.removesuffix("/v1/traces")
+    telemetry = KeywordsAITelemetry(base_url=base_url, instruments=set())
+    asyncio.run(pipeline(1))
+    assert telemetry.flush(timeout=10)
+    assert "Authorization" not in threaded_otlp_receiver.requests[0].headers
