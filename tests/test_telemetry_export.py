@@ -188,3 +188,80 @@ def test_local_collector_without_api_key(threaded_otlp_receiver: OTLPReceiver) -
     asyncio.run(pipeline(1))
     assert telemetry.flush(timeout=10)
     assert "Authorization" not in threaded_otlp_receiver.requests[0].headers
+
+
+async def _max_loop_stall(work: asyncio.Future[object]) -> float:
+    """Longest gap seen by a 1 ms sleep probe while ``work`` runs."""
+    worst = 0.0
+    while not work.done():
+        before = time.monotonic()
+        await asyncio.sleep(0.001)
+        worst = max(worst, time.monotonic() - before - 0.001)
+    return worst
+
+
+@pytest.mark.parametrize(
+    ("faults", "delivered", "failed", "min_retries"),
+    [
+        ([Fault(status=503), Fault(status=503)], 5, 0, 2),
+        ([Fault(status=429, headers={"Retry-After": "1"})], 5, 0, 1),
+        ([Fault(drop=True), Fault(drop=True)], 5, 0, 2),
+        ([Fault(delay=0.5)], 5, 0, 0),
+        ([Fault(status=400)], 0, 5, 0),
+    ],
+    ids=["503-then-200", "429-retry-after", "dropped-connections", "slow", "400"],
+)
+@pytest.mark.asyncio
+async def test_collector_faults_end_to_end(
+    otlp_receiver: OTLPReceiver,
+    faults: list[Fault],
+    delivered: int,
+    failed: int,
+    min_retries: int,
+) -> None:
+    otlp_receiver.script(*faults)
+    telemetry = _telemetry(otlp_receiver)
+    assert await pipeline(4) == [0, 1, 2, 3]  # the app never sees the fault
+    flushing = asyncio.ensure_future(telemetry.aflush(timeout=15))
+    stall = await _max_loop_stall(flushing)
+    assert await flushing is (failed == 0)
+    assert stall < 0.5, f"the event loop stalled {stall:.3f}s during flush"
+    stats = telemetry.stats
+    assert len(otlp_receiver.spans) == delivered
+    assert stats.exported == delivered
+    assert stats.failed_spans == failed
+    assert stats.retries >= min_retries
+    assert stats.dropped == 0
+    await telemetry.ashutdown()
+
+
+def test_custom_exporter_receives_spans_untouched_by_the_noise_filter() -> None:
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+    exporter = InMemorySpanExporter()
+    telemetry = KeywordsAITelemetry(custom_exporter=exporter, instruments=set())
+    with trace.get_tracer("some.http.client").start_as_current_span("bare-noise"):
+        pass
+    assert telemetry.flush(timeout=10)
+    assert [s.name for s in exporter.get_finished_spans()] == ["bare-noise"]
+
+
+def test_queue_size_from_the_environment_bounds_memory(
+    monkeypatch: pytest.MonkeyPatch, unused_endpoint: str
+) -> None:
+    monkeypatch.setenv("OTEL_BSP_MAX_QUEUE_SIZE", "10")
+    monkeypatch.setenv("OTEL_BSP_SCHEDULE_DELAY", "60000")
+    telemetry = KeywordsAITelemetry(
+        api_key=SECRET, base_url=unused_endpoint, instruments=set(), export_timeout=0.2
+    )
+
+    @task
+    def burst() -> None:
+        return None
+
+    for _ in range(25):
+        burst()
+    stats = telemetry.stats
+    assert stats.queued + stats.dropped == 25
+    assert stats.dropped >= 15
+    telemetry.shutdown(timeout=1)
