@@ -11,7 +11,7 @@ import functools
 import inspect
 import logging
 from collections.abc import AsyncGenerator, Awaitable, Callable, Generator
-from typing import Any, ParamSpec, TypeVar
+from typing import Any, ParamSpec, TypeVar, overload
 
 from . import _state
 from ._scope import EntityScope, EntitySpec
@@ -239,4 +239,46 @@ def make_decorator(
     return decorator
 
 
-__all__ = ["decorate", "make_decorator"]
+F = TypeVar("F", bound=Callable[..., Any])
+Processors = str | list[str] | tuple[str, ...] | None
+
+
+class EntityDecorator:
+    """A decorator factory for one span kind; `workflow`, `task`, `agent` and `tool` are
+    its four instances. Typing keeps the decorated object's exact type, so mypy sees the
+    original signature (and a class stays a class)."""
+
+    def __init__(self, kind: str, doc: str) -> None:
+        self.kind = kind
+        self.__doc__ = doc
+
+    def __repr__(self) -> str:
+        return f"<keywordsai_tracing.{self.kind} decorator>"
+
+    @overload
+    def __call__(self, target: F, /) -> F: ...
+    @overload
+    def __call__(
+        self,
+        target: str | None = None,
+        /,
+        *,
+        name: str | None = None,
+        version: str | int | None = None,
+        method_name: str | None = None,
+        processors: Processors = None,
+    ) -> Callable[[F], F]: ...
+    def __call__(
+        self,
+        target: Any = None,
+        /,
+        *,
+        name: str | None = None,
+        version: str | int | None = None,
+        method_name: str | None = None,
+        processors: Processors = None,
+    ) -> Any:
+        return make_decorator(self.kind, target, name, version, method_name, processors)
+
+
+__all__ = ["EntityDecorator", "decorate", "make_decorator"]
