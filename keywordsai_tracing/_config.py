@@ -137,6 +137,7 @@ SETTINGS: dict[str, _Setting] = {
     "trace_content": _Setting(("KEYWORDSAI_TRACE_CONTENT",), True, _parse_bool),
     "sdk_disabled": _Setting(("OTEL_SDK_DISABLED",), False, _parse_bool),
     "filter_noise": _Setting(("KEYWORDSAI_FILTER_NOISE",), True, _parse_bool),
+    "flush_on_sigterm": _Setting(("KEYWORDSAI_FLUSH_ON_SIGTERM",), True, _parse_bool),
     "protocol": _Setting(
         ("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL", "OTEL_EXPORTER_OTLP_PROTOCOL"),
         "http/json",
@@ -257,6 +258,7 @@ class Settings:
     custom_exporter: SpanExporter | None
     trace_content: bool
     filter_noise: bool
+    flush_on_sigterm: bool
     protocol: Protocol
     compression: Compression
     export_timeout: float
@@ -288,6 +290,7 @@ class Settings:
         custom_exporter: Any = None,
         trace_content: Any = None,
         filter_noise: Any = None,
+        flush_on_sigterm: Any = None,
         protocol: Any = None,
         compression: Any = None,
         export_timeout: Any = None,
@@ -306,6 +309,7 @@ class Settings:
             ("is_batching_enabled", is_batching_enabled),
             ("trace_content", trace_content),
             ("filter_noise", filter_noise),
+            ("flush_on_sigterm", flush_on_sigterm),
         ):
             _check_type(flag_name, flag, bool, "a bool or None")
         if span_postprocess_callback is not None and not callable(span_postprocess_callback):
@@ -336,6 +340,7 @@ class Settings:
             custom_exporter=custom_exporter,
             trace_content=get("trace_content", trace_content),
             filter_noise=get("filter_noise", filter_noise),
+            flush_on_sigterm=get("flush_on_sigterm", flush_on_sigterm),
             protocol=get("protocol", protocol),
             compression=get("compression", compression),
             export_timeout=get("export_timeout", export_timeout),

@@ -101,6 +101,24 @@ class Pipeline(SpanProcessor):
                 ok = False
         return ok
 
+    def flush_past_blocked_loop(
+        self, loop: asyncio.AbstractEventLoop | None, timeout: float
+    ) -> bool:
+        """Flush every route while ``loop``'s thread is blocked (see `SigtermFlush`)."""
+        deadline = time.monotonic() + timeout
+        ok = True
+        for route in self._routes:
+            flush = getattr(route.processor, "flush_past_blocked_loop", None)
+            try:
+                if flush is not None:
+                    ok = flush(loop, _millis_until(deadline)) and ok
+                else:
+                    ok = route.processor.force_flush(_millis_until(deadline)) and ok
+            except Exception:
+                logger.exception("Flushing %s failed", route.label)
+                ok = False
+        return ok
+
     async def aflush(self, timeout: float) -> bool:
         """Flush every route concurrently without blocking the running loop."""
         results = await asyncio.gather(*(_aflush(route, timeout) for route in self._routes))

@@ -313,10 +313,27 @@ class AsyncBatchSpanProcessor(SpanProcessor):
 
     # ----------------------------------------------------------------- flush and shutdown
 
-    def _flush_blocking(self, deadline: float) -> bool:
+    def flush_past_blocked_loop(
+        self, loop: asyncio.AbstractEventLoop | None, timeout_millis: int
+    ) -> bool:
+        """Flush while ``loop``'s thread is blocked (say, in a signal handler that
+        interrupted it): its export task cannot run, so the queue and any batch in flight
+        move to the private thread. Call from another thread; the caller bounds the wait."""
+        if self._shutdown:
+            return self._ledger.stats().pending == 0
+        if loop is not None:
+            self._mark_dying(loop)
+        deadline = time.monotonic() + max(0.0, timeout_millis / 1000)
+        return self._flush_blocking(deadline, loop)
+
+    def _flush_blocking(
+        self, deadline: float, running: asyncio.AbstractEventLoop | Literal[False] | None = False
+    ) -> bool:
+        """``running``: the loop this flush must not wait for (default: this thread's)."""
         waiter = self._ledger.add_waiter()
         if not waiter.future.done():
-            worker = self._ensure_worker(_get_running_loop(), "block")
+            blocked = _get_running_loop() if running is False else running
+            worker = self._ensure_worker(blocked, "block")
             if worker is None:
                 self._ledger.discard(waiter)
                 return False

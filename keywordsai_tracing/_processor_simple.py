@@ -11,6 +11,7 @@ the same way.
 
 from __future__ import annotations
 
+import asyncio
 import threading
 
 from opentelemetry.context import _SUPPRESS_INSTRUMENTATION_KEY, attach, detach, set_value
@@ -102,6 +103,15 @@ class SimpleAsyncSpanProcessor(SpanProcessor):
             return True
         # The base SpanExporter.force_flush returns None: only False means failure.
         return self._sync.force_flush(timeout_millis) is not False
+
+    def flush_past_blocked_loop(
+        self, loop: asyncio.AbstractEventLoop | None, timeout_millis: int
+    ) -> bool:
+        """See `AsyncBatchSpanProcessor.flush_past_blocked_loop` (a sync exporter has
+        nothing pending: its ``export()`` ran inline)."""
+        if self._async is not None:
+            return self._async.flush_past_blocked_loop(loop, timeout_millis)
+        return True
 
     async def aflush(self, timeout: float | None = None) -> bool:
         """Await scheduled exports; a sync exporter has none pending (``export()`` ran

@@ -32,6 +32,7 @@ from ._config import Settings
 from ._export_types import AsyncSpanExporter
 from ._exporting import default_exporter, export_processor
 from ._pipeline import Dispatcher, Pipeline, Route, SpanFilter
+from ._signals import SigtermFlush
 from ._stats import TelemetryStats, collect
 from ._version import __version__
 from .instruments import Instruments
@@ -91,7 +92,9 @@ class KeywordsAITelemetry:
     ``span_postprocess_callback``, ``is_enabled`` and ``custom_exporter``. Further
     keyword-only settings: ``trace_content`` (``KEYWORDSAI_TRACE_CONTENT``) turns input and
     output capture off, ``filter_noise`` (``KEYWORDSAI_FILTER_NOISE``) keeps bare
-    auto-instrumented spans, and the OTLP settings ``protocol``, ``compression``,
+    auto-instrumented spans, ``flush_on_sigterm`` (``KEYWORDSAI_FLUSH_ON_SIGTERM``,
+    default on) delivers queued spans when SIGTERM ends the process (uvicorn's shutdown
+    skips ``atexit``), and the OTLP settings ``protocol``, ``compression``,
     ``export_timeout``, ``schedule_delay``, ``max_queue_size``, ``max_export_batch_size``.
     Invalid arguments raise ``ValueError``/``TypeError`` naming the parameter.
 
@@ -122,6 +125,7 @@ class KeywordsAITelemetry:
         *,
         trace_content: bool | None = None,
         filter_noise: bool | None = None,
+        flush_on_sigterm: bool | None = None,
         protocol: str | None = None,
         compression: str | None = None,
         export_timeout: float | None = None,
@@ -144,6 +148,7 @@ class KeywordsAITelemetry:
             custom_exporter=custom_exporter,
             trace_content=trace_content,
             filter_noise=filter_noise,
+            flush_on_sigterm=flush_on_sigterm,
             protocol=protocol,
             compression=compression,
             export_timeout=export_timeout,
@@ -157,6 +162,9 @@ class KeywordsAITelemetry:
         self._instrumentors: list[Any] = []
         self._pipeline = Pipeline(settings.span_postprocess_callback)
         self._provider: SDKTracerProvider | None = None
+        self._sigterm = SigtermFlush(
+            self._pipeline.flush_past_blocked_loop, min(settings.batch_timeout, 5.0)
+        )
         global _active
         with _lock:
             previous, _active = _active, None
@@ -184,6 +192,8 @@ class KeywordsAITelemetry:
                 trace_content=settings.trace_content,
                 owner=self,
             )
+        if settings.flush_on_sigterm:
+            self._sigterm.install()
         members = _instrumentation.selected(settings.instruments, settings.block_instruments)
         self._instrumentors = _instrumentation.instrument(members, self._provider)
 
@@ -283,6 +293,7 @@ class KeywordsAITelemetry:
                 _active = None
                 _state.runtime = None
                 Dispatcher.active = None
+        self._sigterm.uninstall()
         _instrumentation.uninstrument(self._instrumentors)
         self._instrumentors = []
         return True
