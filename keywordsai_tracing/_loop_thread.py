@@ -9,11 +9,8 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
+from ._fork import FORK_GRAVEYARD
 from ._processor_util import logger
-
-# Objects inherited across fork() that must never be finalised in the child (a "running"
-# loop whose thread does not exist there cannot be closed, and would warn when collected).
-_FORK_GRAVEYARD: list[object] = []
 
 _Job = tuple[Callable[..., Any], tuple[Any, ...], dict[str, Any], "concurrent.futures.Future[Any]"]
 
@@ -139,7 +136,7 @@ class LoopThread:
 
     def reset_after_fork(self) -> None:
         """In a forked child: forget the parent's thread and loop without touching them."""
-        _FORK_GRAVEYARD.append((self._loop, self._thread))
+        FORK_GRAVEYARD.append((self._loop, self._thread))
         self._lock = threading.Lock()
         self._loop = self._thread = self._closed = None
 

@@ -34,7 +34,8 @@ from opentelemetry.sdk.trace.export import SpanExporter
 from opentelemetry.trace import TraceFlags
 
 from ._export_types import AsyncSpanExporter
-from ._loop_thread import _FORK_GRAVEYARD, LoopThread
+from ._fork import FORK_GRAVEYARD
+from ._loop_thread import LoopThread
 from ._processor_ledger import Ledger, ProcessorStats
 from ._processor_sync import as_async_exporter
 from ._processor_util import RateLimitedWarning, await_future, check_limits, logger, positive
@@ -427,7 +428,7 @@ class AsyncBatchSpanProcessor(SpanProcessor):
         for worker in inherited:
             worker.retired = worker.abandoned = True
             worker.inflight = None
-        _FORK_GRAVEYARD.append(inherited)
+        FORK_GRAVEYARD.append(inherited)
         self._lock = threading.Lock()
         self._worker = None
         self._live = set()

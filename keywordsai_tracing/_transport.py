@@ -17,13 +17,16 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import threading
+import weakref
 from collections.abc import AsyncGenerator, Mapping
 from dataclasses import dataclass, field
 from typing import Literal, Protocol, runtime_checkable
 
 import aiohttp
 
+from ._fork import FORK_GRAVEYARD
 from ._version import __version__
 
 logger = logging.getLogger("keywordsai_tracing.exporter")
@@ -119,6 +122,22 @@ class AiohttpTransport:
         self._user_agent = user_agent
         self._limit = limit
         self._sessions: dict[asyncio.AbstractEventLoop, _LoopSession] = {}
+        self._lock = threading.Lock()
+        if hasattr(os, "register_at_fork"):
+            ref = weakref.ref(self)
+
+            def after_fork_in_child() -> None:
+                transport = ref()
+                if transport is not None:
+                    transport._reset_after_fork()
+
+            os.register_at_fork(after_in_child=after_fork_in_child)
+
+    def _reset_after_fork(self) -> None:
+        """In a forked child: the parent's sessions belong to loops that do not run here
+        and their connections are the parent's; keep them unfinalised, start afresh."""
+        FORK_GRAVEYARD.append(self._sessions)
+        self._sessions = {}
         self._lock = threading.Lock()
 
     def __repr__(self) -> str:

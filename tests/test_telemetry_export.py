@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
+import signal
 import time
 
 import pytest
@@ -265,3 +267,39 @@ def test_queue_size_from_the_environment_bounds_memory(
     assert stats.queued + stats.dropped == 25
     assert stats.dropped >= 15
     telemetry.shutdown(timeout=1)
+
+
+def _wait_for_child(pid: int, timeout: float) -> int:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        done, status = os.waitpid(pid, os.WNOHANG)
+        if done:
+            return os.waitstatus_to_exitcode(status)
+        time.sleep(0.02)
+    os.kill(pid, signal.SIGKILL)
+    os.waitpid(pid, 0)
+    raise TimeoutError("the forked child hung")
+
+
+def test_forked_worker_exports_its_own_spans_over_http(
+    threaded_otlp_receiver: OTLPReceiver,
+) -> None:
+    telemetry = _telemetry(threaded_otlp_receiver)
+    asyncio.run(pipeline(2))  # the parent has a session and an export history
+    assert telemetry.flush(timeout=10)
+    asyncio.run(pipeline(1))  # and spans still queued when it forks
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - the child reports through its exit code
+        code = 1
+        try:
+            asyncio.run(pipeline(4))
+            ok = telemetry.flush(timeout=10)
+            code = 0 if ok and telemetry.stats.exported == 5 else 2
+        finally:
+            os._exit(code)
+    assert _wait_for_child(pid, 60) == 0
+    assert telemetry.flush(timeout=10)
+    assert telemetry.stats.exported == 5  # 3 + 2: none of the child's
+    roots = [s for s in threaded_otlp_receiver.spans if s.name == "pipeline.workflow"]
+    assert len(roots) == 3  # two parent workflows and the child's one
+    assert len(threaded_otlp_receiver.spans) == 3 + 2 + 5
