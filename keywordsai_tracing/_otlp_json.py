@@ -1,4 +1,5 @@
-"""OTLP encodings of finished spans: a hand-built OTLP/JSON encoder and the stock protobuf one.
+"""OTLP encodings of finished spans: a hand-built OTLP/JSON encoder, and `aencode`, which
+builds a request body (JSON, or protobuf through `_otlp_proto`) in slices.
 
 The JSON text is built directly (stdlib ``json`` only quotes strings), which costs a
 fraction of OpenTelemetry's ``opentelemetry-exporter-otlp-json-common`` and matches its
@@ -22,6 +23,8 @@ from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 from opentelemetry.trace import SpanContext, SpanKind
+
+from ._otlp_proto import ProtobufBatch
 
 logger = logging.getLogger("keywordsai_tracing.exporter")
 
@@ -262,20 +265,6 @@ def encode_json(spans: Sequence[ReadableSpan]) -> bytes:
     return b"".join(iter_json(spans, max(len(spans), 1)))
 
 
-def encode_protobuf(spans: Sequence[ReadableSpan]) -> bytes:
-    """The OTLP protobuf request body, via the stock OpenTelemetry encoder."""
-    from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
-
-    return encode_spans(spans).SerializePartialToString()  # type: ignore[no-any-return]
-
-
-def iter_protobuf(spans: Sequence[ReadableSpan], slice_size: int = SLICE_SIZE) -> Iterator[bytes]:
-    """The protobuf body in chunks: concatenated serialised messages merge, so each slice
-    is encoded as its own request (a resource may then appear once per slice)."""
-    for start in range(0, max(len(spans), 1), slice_size):
-        yield encode_protobuf(spans[start : start + slice_size])
-
-
 async def aencode(
     spans: Sequence[ReadableSpan],
     *,
@@ -285,9 +274,17 @@ async def aencode(
 ) -> bytes:
     """The request body for ``spans`` (optionally gzip-compressed), built in slices of
     ``slice_size`` spans with a yield to the event loop between slices."""
-    chunks = iter_protobuf(spans, slice_size) if protobuf else iter_json(spans, slice_size)
     compressor = zlib.compressobj(6, zlib.DEFLATED, 31) if gzip else None  # 31: gzip framing
     out: list[bytes] = []
+    if protobuf:
+        batch = ProtobufBatch()
+        for start in range(0, len(spans), slice_size):
+            if start:
+                await asyncio.sleep(0)
+            batch.add(spans[start : start + slice_size])
+        chunks: Iterator[bytes] = iter((batch.serialize(),))
+    else:
+        chunks = iter_json(spans, slice_size)
     for index, chunk in enumerate(chunks):
         if index:
             await asyncio.sleep(0)

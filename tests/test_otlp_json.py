@@ -33,12 +33,11 @@ from opentelemetry.trace.status import Status, StatusCode
 from keywordsai_tracing._otlp_json import (
     aencode,
     encode_json,
-    encode_protobuf,
     encode_span,
     group_spans,
     iter_json,
-    iter_protobuf,
 )
+from keywordsai_tracing._otlp_proto import ProtobufBatch, encode_protobuf
 
 
 def oracle(spans: Sequence[ReadableSpan]) -> Any:
@@ -305,12 +304,26 @@ def test_protobuf_is_the_stock_encoding() -> None:
     assert encode_protobuf(spans) == pb_encode(spans).SerializePartialToString()
 
 
-def test_protobuf_slices_merge_into_one_request() -> None:
-    spans = _batch(150)
-    body = b"".join(iter_protobuf(spans, slice_size=64))
-    request = ExportTraceServiceRequest.FromString(body)
-    names = [s.name for rs in request.resource_spans for ss in rs.scope_spans for s in ss.spans]
-    assert names == [s.name for s in spans]
+def test_protobuf_slices_merge_into_one_entry_per_resource_and_scope() -> None:
+    memory = InMemorySpanExporter()
+    tracers = [
+        provider(memory, resource=Resource.create({"service.name": service})).get_tracer(scope)
+        for service in ("a", "b")
+        for scope in ("x", "y")
+    ]
+    for i in range(150):  # resources and scopes interleave across slice boundaries
+        with tracers[i % 4].start_as_current_span(f"span-{i}", attributes={"i": i}):
+            pass
+    spans = memory.get_finished_spans()
+    batch = ProtobufBatch()
+    for start in range(0, len(spans), 64):
+        batch.add(spans[start : start + 64])
+    assert batch.serialize() == pb_encode(spans).SerializePartialToString()
+    request = ExportTraceServiceRequest.FromString(batch.serialize())
+    assert len(request.resource_spans) == 2
+    assert [len(rs.scope_spans) for rs in request.resource_spans] == [2, 2]
+    names = {s.name for rs in request.resource_spans for ss in rs.scope_spans for s in ss.spans}
+    assert names == {s.name for s in spans}
 
 
 @pytest.mark.asyncio
