@@ -412,6 +412,10 @@ class OTLPReceiver:
                 asyncio.run_coroutine_threadsafe(self.stop(), loop).result(timeout=10)
             loop.call_soon_threadsafe(loop.stop)
             thread.join(timeout=10)
+            pending = asyncio.all_tasks(loop)  # handlers still sleeping in a delay fault
+            for task in pending:
+                task.cancel()
+            loop.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
             loop.run_until_complete(loop.shutdown_asyncgens())
             loop.close()
 
