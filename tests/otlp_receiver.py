@@ -415,7 +415,8 @@ class OTLPReceiver:
             pending = asyncio.all_tasks(loop)  # handlers still sleeping in a delay fault
             for task in pending:
                 task.cancel()
-            loop.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
+            if pending:
+                loop.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
             loop.run_until_complete(loop.shutdown_asyncgens())
             loop.close()
 
