@@ -37,6 +37,10 @@ class Route:
     exporter: Any = None  # kept for its counters
 
     @property
+    def takes_all(self) -> bool:
+        return self.name is None and self.filter_fn is None
+
+    @property
     def label(self) -> str:
         return f"processor {self.name!r}" if self.name else "the default processor"
 
@@ -63,9 +67,10 @@ class Pipeline(SpanProcessor):
         self._routes = (*self._routes, route)
 
     def on_start(self, span: Span, parent_context: Context | None = None) -> None:
-        current = span.attributes or {}
-        if attrs.SPAN_KIND in current:
+        scope = span.instrumentation_scope
+        if scope is not None and scope.name == attrs.DECORATOR_TRACER_NAME:
             return  # a decorator span: it carries its own attributes
+        current = span.attributes or {}
         ctx = parent_context if parent_context is not None else context_api.get_current()
         workflow = context_api.get_value(attrs.WORKFLOW_NAME_KEY, ctx)
         path = context_api.get_value(attrs.ENTITY_PATH_KEY, ctx) or workflow
@@ -85,7 +90,7 @@ class Pipeline(SpanProcessor):
                 logger.exception("span_postprocess_callback raised; the span is still exported")
         for route in self._routes:
             try:
-                if route.accepts(span):
+                if route.takes_all or route.accepts(span):
                     route.processor.on_end(span)
             except Exception:
                 logger.exception("Routing span %r to %s failed", span.name, route.label)

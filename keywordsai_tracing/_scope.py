@@ -8,11 +8,12 @@ created it and nothing is left attached while a consumer runs between items.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from opentelemetry import context as context_api
 from opentelemetry import trace
+from opentelemetry.context import Context
 from opentelemetry.trace import Span, Status, StatusCode
 
 from . import _attributes as attrs
@@ -25,17 +26,21 @@ PATH_KINDS = frozenset({"task", "tool"})
 
 @dataclass(frozen=True, slots=True)
 class EntitySpec:
-    """What a decorator knows at decoration time."""
+    """What a decorator knows at decoration time (derived flags precomputed)."""
 
     kind: str
     name: str
     version: str | int | None
     processors: str | None
     skip_first_arg: bool
+    span_name: str = field(init=False)
+    names_workflow: bool = field(init=False)
+    extends_path: bool = field(init=False)
 
-    @property
-    def span_name(self) -> str:
-        return f"{self.name}.{self.kind}"
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "span_name", f"{self.name}.{self.kind}")
+        object.__setattr__(self, "names_workflow", self.kind in WORKFLOW_KINDS)
+        object.__setattr__(self, "extends_path", self.kind in PATH_KINDS)
 
 
 class EntityScope:
@@ -55,31 +60,31 @@ class EntityScope:
         }
         if spec.version is not None:
             attributes[attrs.ENTITY_VERSION] = spec.version
-        ctx = parent
-        workflow = context_api.get_value(attrs.WORKFLOW_NAME_KEY, parent)
-        if spec.kind in WORKFLOW_KINDS:
-            workflow = spec.name
-            ctx = context_api.set_value(attrs.WORKFLOW_NAME_KEY, workflow, ctx)
+        ours: dict[str, object] = {}  # what this entity adds to the context
+        workflow = spec.name if spec.names_workflow else parent.get(attrs.WORKFLOW_NAME_KEY)
         if workflow is not None:
             attributes[attrs.WORKFLOW_NAME] = workflow
-        path = context_api.get_value(attrs.ENTITY_PATH_KEY, parent)
-        if spec.kind in PATH_KINDS:
+            if spec.names_workflow:
+                ours[attrs.WORKFLOW_NAME_KEY] = workflow
+        path = parent.get(attrs.ENTITY_PATH_KEY)
+        if spec.extends_path:
             path = f"{path}.{spec.name}" if path else spec.name
-            ctx = context_api.set_value(attrs.ENTITY_PATH_KEY, path, ctx)
+            ours[attrs.ENTITY_PATH_KEY] = path
         if path:
             attributes[attrs.ENTITY_PATH] = path
-        processors = spec.processors or context_api.get_value(attrs.PROCESSORS_KEY, parent)
+        processors = spec.processors or parent.get(attrs.PROCESSORS_KEY)
         if processors:
             attributes[attrs.PROCESSORS] = processors
             if spec.processors:
-                ctx = context_api.set_value(attrs.PROCESSORS_KEY, processors, ctx)
+                ours[attrs.PROCESSORS_KEY] = processors
         if runtime.trace_content:
             shown = args[1:] if spec.skip_first_arg else args
             attributes[attrs.ENTITY_INPUT] = inputs_to_json(shown, kwargs)
         self.span: Span = runtime.tracer.start_span(
             spec.span_name, context=parent, attributes=attributes
         )
-        self.context = trace.set_span_in_context(self.span, ctx)
+        base = Context({**parent, **ours}) if ours else parent
+        self.context = trace.set_span_in_context(self.span, base)
         self._token: object = None
 
     def __enter__(self) -> EntityScope:

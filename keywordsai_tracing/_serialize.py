@@ -107,13 +107,16 @@ def _truncate(text: str, limit: int) -> str:
     return text[: max(limit - len(marker), limit // 2)] + marker
 
 
+_ENCODER = json.JSONEncoder(default=_stand_in, ensure_ascii=False)
+
+
 def to_json(value: Any, limit: int = MAX_PAYLOAD_CHARS) -> str:
     """JSON text for ``value``; never raises. Over ``limit`` it is cut, with a marker."""
     try:
-        text = json.dumps(value, default=_stand_in, ensure_ascii=False)
+        text = _ENCODER.encode(value)
     except Exception:
         try:
-            text = json.dumps(_walk(value, set(), 0), ensure_ascii=False)
+            text = _ENCODER.encode(_walk(value, set(), 0))
         except Exception:  # a last resort; _walk only yields JSON-safe values
             logger.debug("Could not serialise a value of type %s", type(value).__name__)
             text = json.dumps(_short_repr(value))
