@@ -69,6 +69,11 @@ TABLE: dict[Instruments, Instrumentation] = {
     Instruments.HAYSTACK: Instrumentation("haystack", _I + "haystack", "HaystackInstrumentor"),
     Instruments.CREW: Instrumentation("crewai", _I + "crewai", "CrewAIInstrumentor"),
     Instruments.MCP: Instrumentation("mcp", _I + "mcp", "McpInstrumentor"),
+    Instruments.ASYNCIO: Instrumentation(None, _I + "asyncio", "AsyncioInstrumentor"),
+    Instruments.HTTPX: Instrumentation("httpx", _I + "httpx", "HTTPXClientInstrumentor"),
+    Instruments.AIOHTTP_CLIENT: Instrumentation(
+        "aiohttp", _I + "aiohttp_client", "AioHttpClientInstrumentor"
+    ),
     Instruments.REDIS: Instrumentation("redis", _I + "redis", "RedisInstrumentor"),
     Instruments.REQUESTS: Instrumentation("requests", _I + "requests", "RequestsInstrumentor"),
     Instruments.URLLIB3: Instrumentation("urllib3", _I + "urllib3", "URLLib3Instrumentor"),
@@ -77,11 +82,18 @@ TABLE: dict[Instruments, Instrumentation] = {
 }
 
 
+# Left out of ``instruments=None``: only on when asked for (see `Instruments`).
+OPT_IN = frozenset({Instruments.ASYNCIO})
+
+
 def selected(
     instruments: Iterable[Instruments] | None, block: Iterable[Instruments]
 ) -> list[Instruments]:
-    """API.md's rule: None = all; a set = those; THREADING always unless blocked."""
-    chosen = set(TABLE) if instruments is None else set(instruments) | {Instruments.THREADING}
+    """None = all but `OPT_IN`; a set = those; THREADING always unless blocked."""
+    if instruments is None:
+        chosen = set(TABLE) - OPT_IN
+    else:
+        chosen = set(instruments) | {Instruments.THREADING}
     chosen -= set(block)
     return [member for member in Instruments if member in chosen]
 
@@ -96,31 +108,42 @@ def _installed(name: str) -> bool:
 def instrument(members: Iterable[Instruments], provider: TracerProvider) -> list[Any]:
     """Run each instrumentor once; return those this call turned on (to undo later)."""
     started: list[Any] = []
+    done: list[str] = []
+    skipped: list[str] = []
     for member in members:
-        entry = TABLE[member]
-        if entry.library is not None and not _installed(entry.library):
-            logger.debug("Skipping %s: library %s is not installed", member.name, entry.library)
-            continue
-        try:
-            module = importlib.import_module(entry.module)
-        except ImportError:
-            logger.debug("Skipping %s: %s is not installed", member.name, entry.module)
-            continue
-        try:
-            instrumentor = getattr(module, entry.class_name)()
-            if instrumentor.is_instrumented_by_opentelemetry:
-                logger.debug("Skipping %s: already instrumented", member.name)
-                continue
-            instrumentor.instrument(tracer_provider=provider)
-        except Exception:
-            logger.warning("Could not instrument %s", member.name, exc_info=True)
-            continue
-        if instrumentor.is_instrumented_by_opentelemetry:
-            logger.debug("Instrumented %s", member.name)
+        instrumentor, outcome = _instrument_one(member, provider)
+        if instrumentor is not None:
             started.append(instrumentor)
+            done.append(member.name)
         else:
-            logger.debug("Skipping %s: its dependency check failed", member.name)
+            skipped.append(f"{member.name} ({outcome})")
+    logger.debug(
+        "Instrumented: %s. Skipped: %s.", ", ".join(done) or "none", ", ".join(skipped) or "none"
+    )
     return started
+
+
+def _instrument_one(member: Instruments, provider: TracerProvider) -> tuple[Any, str]:
+    """The instrumentor this call turned on (or None) and what happened."""
+    entry = TABLE[member]
+    if entry.library is not None and not _installed(entry.library):
+        return None, f"library {entry.library} not installed"
+    try:
+        module = importlib.import_module(entry.module)
+    except ImportError:
+        package = "opentelemetry-instrumentation-" + entry.module.rsplit(".", 1)[-1]
+        return None, f"{package.replace('_', '-')} not installed"
+    try:
+        instrumentor = getattr(module, entry.class_name)()
+        if instrumentor.is_instrumented_by_opentelemetry:
+            return None, "already instrumented"
+        instrumentor.instrument(tracer_provider=provider)
+    except Exception:
+        logger.warning("Could not instrument %s", member.name, exc_info=True)
+        return None, "instrumentor failed"
+    if not instrumentor.is_instrumented_by_opentelemetry:
+        return None, "dependency check failed"
+    return instrumentor, "instrumented"
 
 
 def uninstrument(instrumentors: Iterable[Any]) -> None:

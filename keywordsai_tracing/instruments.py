@@ -8,7 +8,14 @@ __all__ = ["Instruments"]
 
 
 class Instruments(Enum):
-    """A library whose calls can be traced automatically; the value is its key."""
+    """A library whose calls can be traced automatically; the value is its key.
+
+    ``ASYNCIO`` (opentelemetry-instrumentation-asyncio) is the one member that
+    ``instruments=None`` leaves out: it wraps every ``create_task``/``gather``/
+    ``to_thread`` call yet traces only the coroutines named in
+    ``OTEL_PYTHON_ASYNCIO_COROUTINE_NAMES_TO_TRACE``, and parenting across tasks needs
+    no instrumentation (context travels with ``contextvars``). Ask for it explicitly.
+    """
 
     # AI/ML libraries
     OPENAI = "openai"
@@ -42,6 +49,9 @@ class Instruments(Enum):
     CREW = "crew"
     MCP = "mcp"
     # Infrastructure
+    ASYNCIO = "asyncio"
+    HTTPX = "httpx"
+    AIOHTTP_CLIENT = "aiohttp_client"
     REDIS = "redis"
     REQUESTS = "requests"
     URLLIB3 = "urllib3"

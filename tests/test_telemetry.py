@@ -217,7 +217,8 @@ def test_disabled_is_a_true_no_op(monkeypatch: pytest.MonkeyPatch, how: str) -> 
 
 def test_instrument_selection_rules() -> None:
     everything = instrumentation.selected(None, set())
-    assert set(everything) == set(Instruments)
+    assert set(everything) == set(Instruments) - {Instruments.ASYNCIO}
+    assert Instruments.ASYNCIO in instrumentation.selected({Instruments.ASYNCIO}, set())
     assert instrumentation.selected(set(), set()) == [Instruments.THREADING]
     assert instrumentation.selected({Instruments.OPENAI}, set()) == [
         Instruments.OPENAI,
@@ -259,8 +260,9 @@ def test_missing_library_is_skipped_and_failing_instrumentor_warns(
         )
     warnings = [r for r in caplog.records if r.levelno == logging.WARNING]
     assert [r.getMessage() for r in warnings] == ["Could not instrument REDIS"]
-    assert "Skipping PYMYSQL: library surely_not_installed_lib is not installed" in caplog.text
-    assert "Instrumented THREADING" in caplog.text
+    assert "PYMYSQL (library surely_not_installed_lib not installed)" in caplog.text
+    assert "REDIS (instrumentor failed)" in caplog.text
+    assert "Instrumented: THREADING." in caplog.text
     assert unit(1) == 1
 
 
