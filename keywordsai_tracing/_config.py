@@ -119,6 +119,16 @@ def _parse_header_list(value: Any) -> dict[str, str]:
     return headers
 
 
+def _parse_exporter_spec(value: Any) -> str:
+    from .exporters import exporter_from_spec  # builds nothing that opens or writes
+
+    try:
+        exporter_from_spec(value)
+    except (TypeError, ValueError) as exc:
+        raise _Invalid(str(exc)) from None
+    return str(value).strip()
+
+
 @dataclass(frozen=True)
 class _Setting:
     """One row of the table: environment variables, default and parser."""
@@ -138,6 +148,8 @@ SETTINGS: dict[str, _Setting] = {
     "sdk_disabled": _Setting(("OTEL_SDK_DISABLED",), False, _parse_bool),
     "filter_noise": _Setting(("KEYWORDSAI_FILTER_NOISE",), True, _parse_bool),
     "flush_on_sigterm": _Setting(("KEYWORDSAI_FLUSH_ON_SIGTERM",), True, _parse_bool),
+    # A local exporter next to the configured one: "console", "jsonl:<path>".
+    "local_exporter": _Setting(("KEYWORDSAI_EXPORTER",), None, _parse_exporter_spec),
     "protocol": _Setting(
         ("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL", "OTEL_EXPORTER_OTLP_PROTOCOL"),
         "http/json",
@@ -259,6 +271,7 @@ class Settings:
     trace_content: bool
     filter_noise: bool
     flush_on_sigterm: bool
+    local_exporter: str | None
     protocol: Protocol
     compression: Compression
     export_timeout: float
@@ -291,6 +304,7 @@ class Settings:
         trace_content: Any = None,
         filter_noise: Any = None,
         flush_on_sigterm: Any = None,
+        local_exporter: Any = None,
         protocol: Any = None,
         compression: Any = None,
         export_timeout: Any = None,
@@ -341,6 +355,7 @@ class Settings:
             trace_content=get("trace_content", trace_content),
             filter_noise=get("filter_noise", filter_noise),
             flush_on_sigterm=get("flush_on_sigterm", flush_on_sigterm),
+            local_exporter=get("local_exporter", local_exporter),
             protocol=get("protocol", protocol),
             compression=get("compression", compression),
             export_timeout=get("export_timeout", export_timeout),

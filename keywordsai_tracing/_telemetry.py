@@ -35,6 +35,7 @@ from ._pipeline import Dispatcher, Pipeline, Route, SpanFilter
 from ._signals import SigtermFlush
 from ._stats import TelemetryStats, collect
 from ._version import __version__
+from .exporters import exporter_from_spec
 from .instruments import Instruments
 
 logger = logging.getLogger("keywordsai_tracing")
@@ -94,8 +95,10 @@ class KeywordsAITelemetry:
     output capture off, ``filter_noise`` (``KEYWORDSAI_FILTER_NOISE``) keeps bare
     auto-instrumented spans, ``flush_on_sigterm`` (``KEYWORDSAI_FLUSH_ON_SIGTERM``,
     default on) delivers queued spans when SIGTERM ends the process (uvicorn's shutdown
-    skips ``atexit``), and the OTLP settings ``protocol``, ``compression``,
-    ``export_timeout``, ``schedule_delay``, ``max_queue_size``, ``max_export_batch_size``.
+    skips ``atexit``), ``local_exporter`` (``KEYWORDSAI_EXPORTER``: ``console`` or
+    ``jsonl:<path>``) shows traces locally as well, and the OTLP settings ``protocol``,
+    ``compression``, ``export_timeout``, ``schedule_delay``, ``max_queue_size``,
+    ``max_export_batch_size``.
     Invalid arguments raise ``ValueError``/``TypeError`` naming the parameter.
 
     One instance is active per process. Creating another shuts the previous one down
@@ -126,6 +129,7 @@ class KeywordsAITelemetry:
         trace_content: bool | None = None,
         filter_noise: bool | None = None,
         flush_on_sigterm: bool | None = None,
+        local_exporter: str | None = None,
         protocol: str | None = None,
         compression: str | None = None,
         export_timeout: float | None = None,
@@ -149,6 +153,7 @@ class KeywordsAITelemetry:
             trace_content=trace_content,
             filter_noise=filter_noise,
             flush_on_sigterm=flush_on_sigterm,
+            local_exporter=local_exporter,
             protocol=protocol,
             compression=compression,
             export_timeout=export_timeout,
@@ -177,7 +182,10 @@ class KeywordsAITelemetry:
         exporter = default_exporter(settings)
         if exporter is not None:
             self._pipeline.add_route(Route(self._make_processor(exporter, None), exporter=exporter))
-        else:
+        if settings.local_exporter is not None:
+            local = exporter_from_spec(settings.local_exporter)
+            self._pipeline.add_route(Route(self._make_processor(local, None), exporter=local))
+        if exporter is None and settings.local_exporter is None:
             logger.warning(
                 "No api_key and no custom_exporter: spans are traced but not exported "
                 "(set KEYWORDSAI_API_KEY, or pass custom_exporter=)"

@@ -116,3 +116,14 @@ def test_py_typed_ships() -> None:
     from importlib.resources import files
 
     assert files("keywordsai_tracing").joinpath("py.typed").is_file()
+
+
+def test_exporters_module_is_pinned() -> None:
+    exporters = importlib.import_module("keywordsai_tracing.exporters")
+    assert set(exporters.__all__) == {
+        "ConsoleTraceExporter",
+        "JsonLinesFileExporter",
+        "exporter_from_spec",
+        "format_duration",
+        "read_spans",
+    }

@@ -1,0 +1,27 @@
+"""Exporters for seeing traces without any backend.
+
+- `ConsoleTraceExporter` prints each finished trace as an indented tree.
+- `JsonLinesFileExporter` appends one OTLP/JSON span per line to a file; `read_spans`
+  reads such a file back.
+- `exporter_from_spec` builds either from ``"console"`` or ``"jsonl:<path>"``.
+
+Pass one as ``custom_exporter`` (or to ``add_processor``)::
+
+    from keywordsai_tracing import KeywordsAITelemetry
+    from keywordsai_tracing.exporters import ConsoleTraceExporter
+
+    telemetry = KeywordsAITelemetry(custom_exporter=ConsoleTraceExporter())
+"""
+
+from ._console import ConsoleTraceExporter
+from ._jsonl import JsonLinesFileExporter, read_spans
+from ._spec import exporter_from_spec
+from ._tree import format_duration
+
+__all__ = [
+    "ConsoleTraceExporter",
+    "JsonLinesFileExporter",
+    "exporter_from_spec",
+    "format_duration",
+    "read_spans",
+]
