@@ -35,6 +35,13 @@ def tests(session: nox.Session) -> None:
 
 
 @nox.session(python=PYTHON)
+def examples(session: nox.Session) -> None:
+    """Run every example offline and check the spans each one produced."""
+    session.install("-e", ".[test,examples]")
+    session.run("python", "examples/run_examples.py", *session.posargs)
+
+
+@nox.session(python=PYTHON)
 def bench(session: nox.Session) -> None:
     """Benchmarks against no tracing, the stock OpenTelemetry pipeline and the incumbent."""
     session.install("-e", ".[test]", "opentelemetry-exporter-otlp-proto-http")
