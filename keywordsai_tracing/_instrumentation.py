@@ -9,6 +9,7 @@ from __future__ import annotations
 import importlib
 import importlib.util
 import logging
+import sys
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
@@ -147,9 +148,57 @@ def _instrument_one(member: Instruments, provider: TracerProvider) -> tuple[Any,
 
 
 def uninstrument(instrumentors: Iterable[Any]) -> None:
-    """Undo `instrument`; failures are logged, never raised."""
+    """Undo `instrument`; failures are logged, never raised.
+
+    Some instrumentors' ``uninstrument()`` misses methods (opentelemetry-instrumentation-
+    openai names them in a form ``unwrap`` no longer resolves), which would stack a new
+    wrapper on every re-instrumentation: whatever the instrumentation left wrapped in its
+    library's modules is restored here.
+    """
     for instrumentor in instrumentors:
         try:
             instrumentor.uninstrument()
         except Exception:
             logger.warning("Could not uninstrument %s", type(instrumentor).__name__, exc_info=True)
+        entry = _ENTRY_OF_CLASS.get(type(instrumentor).__name__)
+        if entry is not None and entry.library is not None:
+            try:
+                _unwrap_leftovers(entry.library.split(".")[0], entry.module)
+            except Exception:
+                logger.debug("Could not check %s for leftover wrappers", entry.library)
+
+
+_ENTRY_OF_CLASS = {entry.class_name: entry for entry in TABLE.values()}
+
+
+def _original(value: Any, instrumentation_module: str) -> Any:
+    """``value`` without the wrapt wrappers ``instrumentation_module`` put around it."""
+    if not type(value).__name__.endswith("FunctionWrapper"):
+        return value  # never touch other objects (lazy proxies resolve on attribute access)
+    while getattr(getattr(value, "_self_wrapper", None), "__module__", "").startswith(
+        instrumentation_module
+    ):
+        value = value.__wrapped__
+    return value
+
+
+def _unwrap_leftovers(library: str, instrumentation_module: str) -> None:
+    """Restore functions and methods of ``library`` still wrapped by the instrumentation."""
+    prefix = library + "."
+    for name, module in list(sys.modules.items()):
+        if module is None or not (name == library or name.startswith(prefix)):
+            continue
+        owners: list[Any] = [module]
+        owners += [
+            owner
+            for owner in list(vars(module).values())
+            if isinstance(owner, type) and owner.__module__ == name
+        ]
+        for owner in owners:
+            for attr, value in list(vars(owner).items()):
+                try:
+                    original = _original(value, instrumentation_module)
+                    if original is not value:
+                        setattr(owner, attr, original)
+                except Exception:  # an odd attribute never stops the walk
+                    logger.debug("Could not check %s.%s", name, attr)
