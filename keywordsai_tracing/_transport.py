@@ -19,8 +19,10 @@ import contextlib
 import logging
 import os
 import threading
+import urllib.parse
+import urllib.request
 import weakref
-from collections.abc import AsyncGenerator, Mapping
+from collections.abc import AsyncGenerator, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Literal, Protocol, runtime_checkable
 
@@ -115,6 +117,10 @@ def _release_on_closed_loop(entry: _LoopSession) -> None:
         connector._close()  # marks it closed; returns at once on a closed loop
 
 
+# In urllib.request, not in its type stubs: does NO_PROXY exempt this host?
+_proxy_bypass: Callable[[str], bool] = urllib.request.proxy_bypass_environment  # type: ignore[attr-defined]
+
+
 class AiohttpTransport:
     """`Transport` over aiohttp with one keep-alive ``ClientSession`` per event loop."""
 
@@ -123,6 +129,7 @@ class AiohttpTransport:
         self._limit = limit
         self._sessions: dict[asyncio.AbstractEventLoop, _LoopSession] = {}
         self._lock = threading.Lock()
+        self._proxies: dict[str, str | None] = {}
         if hasattr(os, "register_at_fork"):
             ref = weakref.ref(self)
 
@@ -162,13 +169,23 @@ class AiohttpTransport:
         session = aiohttp.ClientSession(
             connector=aiohttp.TCPConnector(limit=self._limit),
             headers={"User-Agent": self._user_agent},
-            trust_env=True,
+            trust_env=False,  # True sends every request's proxy lookup through a thread
         )
         guard = _guard(session)
         await anext(guard)  # registers the generator with this loop's shutdown_asyncgens
         with self._lock:
             self._sessions[loop] = _LoopSession(loop, session, guard)
         return session
+
+    def _proxy_for(self, url: str) -> str | None:
+        """The proxy from ``HTTP(S)_PROXY``/``NO_PROXY`` for ``url``, looked up once."""
+        if url not in self._proxies:
+            parts = urllib.parse.urlsplit(url)
+            proxy = urllib.request.getproxies_environment().get(parts.scheme)
+            if proxy and _proxy_bypass(parts.hostname or ""):
+                proxy = None
+            self._proxies[url] = proxy or None
+        return self._proxies[url]
 
     async def post(
         self, url: str, body: bytes, headers: Mapping[str, str], timeout: float
@@ -182,6 +199,7 @@ class AiohttpTransport:
                 headers=dict(headers),
                 timeout=aiohttp.ClientTimeout(total=max(timeout, 0.001)),
                 allow_redirects=False,
+                proxy=self._proxy_for(url),
             ) as response:
                 payload = await response.read()
                 return Response(response.status, dict(response.headers), payload)

@@ -304,3 +304,21 @@ def test_forked_worker_exports_its_own_spans_over_http(
     roots = [s for s in threaded_otlp_receiver.spans if s.name == "pipeline.workflow"]
     assert len(roots) == 3  # two parent workflows and the child's one
     assert len(threaded_otlp_receiver.spans) == 3 + 2 + 5
+
+
+@pytest.mark.parametrize("bypassed", [False, True])
+def test_proxy_from_the_environment_is_honoured(
+    threaded_otlp_receiver: OTLPReceiver, monkeypatch: pytest.MonkeyPatch, bypassed: bool
+) -> None:
+    proxy = threaded_otlp_receiver.url.removesuffix("/v1/traces")
+    monkeypatch.setenv("HTTP_PROXY", proxy)
+    monkeypatch.setenv("NO_PROXY", "collector.invalid" if bypassed else "")
+    telemetry = KeywordsAITelemetry(
+        api_key=SECRET, base_url="http://collector.invalid", instruments=set(), export_timeout=2
+    )
+    asyncio.run(pipeline(1))  # exported as the loop shuts down
+    telemetry.flush(timeout=5)
+    stats = telemetry.stats
+    assert len(threaded_otlp_receiver.spans) == (0 if bypassed else 2)
+    assert (stats.exported, stats.failed_spans) == ((0, 2) if bypassed else (2, 0))
+    telemetry.shutdown(timeout=1)
