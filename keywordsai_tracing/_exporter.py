@@ -174,6 +174,7 @@ class OTLPHttpExporter:
         self._shutdown = threading.Event()
         self._waiters: set[tuple[asyncio.AbstractEventLoop, asyncio.Future[None]]] = set()
         self._consecutive_failures = 0
+        self._gave_up = False  # a batch exhausted its retries; none accepted since
         self._stats = ExporterStats()
 
     @classmethod
@@ -291,6 +292,12 @@ class OTLPHttpExporter:
                 return self._fail(spans, kind, "%s (not retryable)", cause)
             with self._lock:
                 self._consecutive_failures += 1
+                gave_up_before = self._gave_up
+            if gave_up_before:
+                # The last batch exhausted its retries and nothing got through since: one
+                # probe per batch until the collector answers, so an outage drains the
+                # queue in milliseconds instead of an export timeout per batch.
+                return self._fail(spans, kind, "%s; collector still down, not retried", cause)
             if self._shutdown.is_set():
                 continue  # the top of the loop decides on a final try
             delay = self._policy.next_delay(attempt, status, end, retry_after)
@@ -300,6 +307,8 @@ class OTLPHttpExporter:
             await self._sleep(delay)
 
     def _give_up(self, spans: list[ReadableSpan], kind: str, cause: str, attempt: int) -> bool:
+        with self._lock:
+            self._gave_up = True
         return self._fail(
             spans, f"gave up: {kind}", "%s; gave up after %d attempts", cause, attempt
         )
@@ -313,6 +322,7 @@ class OTLPHttpExporter:
     def _accepted(self, spans: list[ReadableSpan], response: Response) -> None:
         with self._lock:
             self._consecutive_failures = 0
+            self._gave_up = False
         rejected, message = _partial_success(response, self.protocol == "http/protobuf")
         rejected = min(max(rejected, 0), len(spans))
         if rejected or message:

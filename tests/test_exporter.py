@@ -36,9 +36,7 @@ from tests.otlp_receiver import (
     Fault,
     OTLPReceiver,
     not_listening_url,
-    otlp_receiver,  # noqa: F401  (fixture)
     partial_success,
-    threaded_otlp_receiver,  # noqa: F401  (fixture)
 )
 
 API_KEY = "sk-test-SECRET-0123456789"
@@ -82,7 +80,7 @@ def warnings_logged(caplog: pytest.LogCaptureFixture) -> list[str]:
 
 @pytest.mark.asyncio
 async def test_delivers_json_with_auth_user_agent_and_custom_headers(
-    otlp_receiver: OTLPReceiver,  # noqa: F811
+    otlp_receiver: OTLPReceiver,
 ) -> None:
     spans = make_spans(3)
     async with exporting(otlp_receiver.url, headers={"X-Custom": "yes"}) as exporter:
@@ -106,7 +104,7 @@ async def test_delivers_json_with_auth_user_agent_and_custom_headers(
 @pytest.mark.parametrize("protocol", ["http/json", "http/protobuf"])
 @pytest.mark.parametrize("compression", ["none", "gzip"])
 async def test_protocols_and_compression(
-    otlp_receiver: OTLPReceiver,  # noqa: F811
+    otlp_receiver: OTLPReceiver,
     protocol: Any,
     compression: Any,
 ) -> None:
@@ -127,7 +125,7 @@ async def test_protocols_and_compression(
 
 
 @pytest.mark.asyncio
-async def test_retries_503_until_accepted(otlp_receiver: OTLPReceiver) -> None:  # noqa: F811
+async def test_retries_503_until_accepted(otlp_receiver: OTLPReceiver) -> None:
     otlp_receiver.script(Fault(status=503), Fault(status=503))
     async with exporting(otlp_receiver.url) as exporter:
         assert await exporter.aexport(make_spans(2))
@@ -139,7 +137,7 @@ async def test_retries_503_until_accepted(otlp_receiver: OTLPReceiver) -> None: 
 @pytest.mark.asyncio
 @pytest.mark.parametrize("form", ["seconds", "http-date"])
 async def test_429_waits_at_least_retry_after(
-    otlp_receiver: OTLPReceiver,  # noqa: F811
+    otlp_receiver: OTLPReceiver,
     form: str,
 ) -> None:
     # An HTTP-date has one-second resolution: ask for 2 s to wait at least ~1 s.
@@ -155,7 +153,7 @@ async def test_429_waits_at_least_retry_after(
 
 
 @pytest.mark.asyncio
-async def test_slow_collector_within_timeout_is_fine(otlp_receiver: OTLPReceiver) -> None:  # noqa: F811
+async def test_slow_collector_within_timeout_is_fine(otlp_receiver: OTLPReceiver) -> None:
     otlp_receiver.script(Fault(delay=0.3))
     async with exporting(otlp_receiver.url, timeout=10.0) as exporter:
         assert await exporter.aexport(make_spans(2))
@@ -164,7 +162,7 @@ async def test_slow_collector_within_timeout_is_fine(otlp_receiver: OTLPReceiver
 
 @pytest.mark.asyncio
 async def test_collector_slower_than_the_timeout_fails_the_batch(
-    otlp_receiver: OTLPReceiver,  # noqa: F811
+    otlp_receiver: OTLPReceiver,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     otlp_receiver.default = Fault(delay=5.0)
@@ -179,7 +177,7 @@ async def test_collector_slower_than_the_timeout_fails_the_batch(
 
 
 @pytest.mark.asyncio
-async def test_dropped_connections_are_retried(otlp_receiver: OTLPReceiver) -> None:  # noqa: F811
+async def test_dropped_connections_are_retried(otlp_receiver: OTLPReceiver) -> None:
     otlp_receiver.script(Fault(drop=True), Fault(drop=True))
     async with exporting(otlp_receiver.url) as exporter:
         assert await exporter.aexport(make_spans(3))
@@ -190,7 +188,7 @@ async def test_dropped_connections_are_retried(otlp_receiver: OTLPReceiver) -> N
 
 @pytest.mark.asyncio
 async def test_400_is_dropped_without_retry(
-    otlp_receiver: OTLPReceiver,  # noqa: F811
+    otlp_receiver: OTLPReceiver,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     otlp_receiver.script(Fault(status=400, body=b"bad request body"))
@@ -206,7 +204,7 @@ async def test_400_is_dropped_without_retry(
 @pytest.mark.asyncio
 @pytest.mark.parametrize("protocol", ["http/json", "http/protobuf"])
 async def test_partial_success_is_logged_not_retried(
-    otlp_receiver: OTLPReceiver,  # noqa: F811
+    otlp_receiver: OTLPReceiver,
     caplog: pytest.LogCaptureFixture,
     protocol: Any,
 ) -> None:
@@ -237,7 +235,7 @@ async def test_collector_not_listening_fails_within_the_timeout(
 
 @pytest.mark.asyncio
 async def test_noise_filter_keeps_entities_and_manual_spans(
-    otlp_receiver: OTLPReceiver,  # noqa: F811
+    otlp_receiver: OTLPReceiver,
 ) -> None:
     batch = (
         make_spans(1, {SPAN_KIND: "workflow"}, prefix="kind")
@@ -255,14 +253,14 @@ async def test_noise_filter_keeps_entities_and_manual_spans(
 
 
 @pytest.mark.asyncio
-async def test_noise_filter_can_be_turned_off(otlp_receiver: OTLPReceiver) -> None:  # noqa: F811
+async def test_noise_filter_can_be_turned_off(otlp_receiver: OTLPReceiver) -> None:
     async with exporting(otlp_receiver.url, filter_noise=False) as exporter:
         assert await exporter.aexport(make_spans(2, {}))
     assert len(otlp_receiver.spans) == 2
 
 
 @pytest.mark.asyncio
-async def test_all_noise_sends_nothing(otlp_receiver: OTLPReceiver) -> None:  # noqa: F811
+async def test_all_noise_sends_nothing(otlp_receiver: OTLPReceiver) -> None:
     async with exporting(otlp_receiver.url) as exporter:
         assert await exporter.aexport(make_spans(4, {}))
         assert await exporter.aexport([])
@@ -272,7 +270,7 @@ async def test_all_noise_sends_nothing(otlp_receiver: OTLPReceiver) -> None:  # 
 
 @pytest.mark.asyncio
 async def test_shutdown_from_another_thread_cuts_a_long_retry_after_short(
-    otlp_receiver: OTLPReceiver,  # noqa: F811
+    otlp_receiver: OTLPReceiver,
 ) -> None:
     otlp_receiver.script(Fault(status=429, headers={"Retry-After": "30"}))
     async with exporting(otlp_receiver.url, timeout=50.0) as exporter:
@@ -288,7 +286,7 @@ async def test_shutdown_from_another_thread_cuts_a_long_retry_after_short(
 
 
 @pytest.mark.asyncio
-async def test_after_shutdown_at_most_one_try(otlp_receiver: OTLPReceiver) -> None:  # noqa: F811
+async def test_after_shutdown_at_most_one_try(otlp_receiver: OTLPReceiver) -> None:
     otlp_receiver.default = Fault(status=503)
     async with exporting(otlp_receiver.url) as exporter:
         exporter.shutdown()
@@ -299,7 +297,7 @@ async def test_after_shutdown_at_most_one_try(otlp_receiver: OTLPReceiver) -> No
 
 @pytest.mark.asyncio
 async def test_circuit_breaker_skips_the_final_try_when_the_collector_is_down(
-    otlp_receiver: OTLPReceiver,  # noqa: F811
+    otlp_receiver: OTLPReceiver,
 ) -> None:
     # Three 503s, then a Retry-After beyond the export timeout: gives up, known down.
     otlp_receiver.script(*[Fault(status=503)] * 3)
@@ -319,7 +317,7 @@ async def test_circuit_breaker_skips_the_final_try_when_the_collector_is_down(
 
 @pytest.mark.asyncio
 async def test_one_warning_per_cause_for_many_failing_batches(
-    otlp_receiver: OTLPReceiver,  # noqa: F811
+    otlp_receiver: OTLPReceiver,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     otlp_receiver.default = Fault(status=400)
@@ -350,7 +348,7 @@ def test_rate_limited_log_repeats_after_the_interval(caplog: pytest.LogCaptureFi
 
 @pytest.mark.asyncio
 async def test_api_key_never_in_logs_or_repr(
-    otlp_receiver: OTLPReceiver,  # noqa: F811
+    otlp_receiver: OTLPReceiver,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     caplog.set_level(logging.DEBUG)
@@ -409,7 +407,7 @@ async def test_a_broken_transport_never_raises() -> None:
 
 @pytest.mark.asyncio
 async def test_cancellation_propagates_and_detaches_the_context(
-    otlp_receiver: OTLPReceiver,  # noqa: F811
+    otlp_receiver: OTLPReceiver,
 ) -> None:
     otlp_receiver.script(Fault(status=503, headers={"Retry-After": "30"}))
     before = context.get_current()
@@ -423,7 +421,7 @@ async def test_cancellation_propagates_and_detaches_the_context(
 
 
 @pytest.mark.asyncio
-async def test_past_deadline_sends_nothing(otlp_receiver: OTLPReceiver) -> None:  # noqa: F811
+async def test_past_deadline_sends_nothing(otlp_receiver: OTLPReceiver) -> None:
     async with exporting(otlp_receiver.url) as exporter:
         assert await exporter.aexport(make_spans(1), deadline=time.monotonic() - 1) is False
     assert otlp_receiver.requests == []
@@ -431,7 +429,7 @@ async def test_past_deadline_sends_nothing(otlp_receiver: OTLPReceiver) -> None:
 
 
 @pytest.mark.asyncio
-async def test_from_settings(otlp_receiver: OTLPReceiver) -> None:  # noqa: F811
+async def test_from_settings(otlp_receiver: OTLPReceiver) -> None:
     base = otlp_receiver.url.removesuffix("/v1/traces")
     settings = Settings.resolve(
         api_key=API_KEY,
@@ -474,7 +472,7 @@ def no_unraisable(caplog: pytest.LogCaptureFixture) -> Iterator[list[Any]]:
 
 
 def test_sync_callers_one_session_per_loop_closed_by_asyncio_run(
-    threaded_otlp_receiver: OTLPReceiver,  # noqa: F811
+    threaded_otlp_receiver: OTLPReceiver,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     transport = AiohttpTransport()
@@ -488,7 +486,7 @@ def test_sync_callers_one_session_per_loop_closed_by_asyncio_run(
 
 
 def test_session_of_a_manually_closed_loop_is_released_quietly(
-    threaded_otlp_receiver: OTLPReceiver,  # noqa: F811
+    threaded_otlp_receiver: OTLPReceiver,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     exporter = OTLPHttpExporter(threaded_otlp_receiver.url, retry_policy=FAST)
@@ -509,7 +507,7 @@ def test_session_of_a_manually_closed_loop_is_released_quietly(
 
 
 @pytest.mark.asyncio
-async def test_keep_alive_reuses_one_connection(otlp_receiver: OTLPReceiver) -> None:  # noqa: F811
+async def test_keep_alive_reuses_one_connection(otlp_receiver: OTLPReceiver) -> None:
     async with exporting(otlp_receiver.url) as exporter:
         for _ in range(3):
             assert await exporter.aexport(make_spans(1))
@@ -541,7 +539,7 @@ def test_invalid_arguments_raise(kwargs: dict[str, Any], match: str) -> None:
 
 
 @pytest.mark.asyncio
-async def test_our_headers_win_case_insensitively(otlp_receiver: OTLPReceiver) -> None:  # noqa: F811
+async def test_our_headers_win_case_insensitively(otlp_receiver: OTLPReceiver) -> None:
     user = {"authorization": "Basic nope", "content-type": "text/plain", "user-agent": "mine"}
     async with exporting(otlp_receiver.url, headers=user) as exporter:
         assert await exporter.aexport(make_spans(1))
@@ -553,7 +551,7 @@ async def test_our_headers_win_case_insensitively(otlp_receiver: OTLPReceiver) -
 
 @pytest.mark.asyncio
 async def test_transport_maps_timeouts_and_connection_errors(
-    otlp_receiver: OTLPReceiver,  # noqa: F811
+    otlp_receiver: OTLPReceiver,
 ) -> None:
     otlp_receiver.script(Fault(delay=2.0))
     json_headers = {"Content-Type": "application/json"}
@@ -572,3 +570,25 @@ async def test_transport_maps_timeouts_and_connection_errors(
     assert isinstance(ok, Response)
     assert ok.status == 200
     assert ok.header("content-type") == "application/json"
+
+
+@pytest.mark.asyncio
+async def test_after_a_batch_gives_up_later_batches_get_one_probe_until_recovery(
+    otlp_receiver: OTLPReceiver,
+) -> None:
+    otlp_receiver.default = Fault(status=503)
+    async with exporting(otlp_receiver.url, timeout=0.5) as exporter:
+        assert not await exporter.aexport(make_spans(2))  # retries until its timeout
+        retries = exporter.stats.retries
+        assert retries >= 1
+        requests = len(otlp_receiver.requests)
+        for _ in range(5):  # the outage goes on: one request per batch, no backoff
+            assert not await exporter.aexport(make_spans(2))
+        assert len(otlp_receiver.requests) == requests + 5
+        assert exporter.stats.retries == retries
+        otlp_receiver.default = Fault()  # recovery: the probe succeeds
+        assert await exporter.aexport(make_spans(2))
+        otlp_receiver.script(Fault(status=503))
+        assert await exporter.aexport(make_spans(2))  # retried again: the breaker closed
+        assert exporter.stats.retries == retries + 1
+        assert exporter.stats.spans_exported == 4
