@@ -164,6 +164,7 @@ class KeywordsAITelemetry:
         settings = self._settings
         logging.getLogger("keywordsai_tracing").setLevel(settings.log_level)
         self._closed = False
+        self._dropped_reported = 0
         self._instrumentors: list[Any] = []
         self._pipeline = Pipeline(settings.span_postprocess_callback)
         self._provider: SDKTracerProvider | None = None
@@ -272,7 +273,7 @@ class KeywordsAITelemetry:
         if not self.is_enabled or self._closed:
             return True
         ok = self._pipeline.force_flush(int(self._timeout(timeout) * 1000))
-        logger.debug("flush: delivered=%s %s", ok, self.stats)
+        self._report("flush", ok)
         return ok
 
     async def aflush(self, timeout: float | None = None) -> bool:
@@ -280,8 +281,21 @@ class KeywordsAITelemetry:
         if not self.is_enabled or self._closed:
             return True
         ok = await self._pipeline.aflush(self._timeout(timeout))
-        logger.debug("aflush: delivered=%s %s", ok, self.stats)
+        self._report("aflush", ok)
         return ok
+
+    def _report(self, what: str, delivered: bool | None = None) -> None:
+        """Counters at DEBUG; spans lost to a full queue since the last report at WARNING."""
+        stats = self.stats
+        logger.debug("%s: delivered=%s %s", what, delivered, stats)
+        dropped, self._dropped_reported = stats.dropped - self._dropped_reported, stats.dropped
+        if dropped > 0:
+            logger.warning(
+                "%d spans were dropped because the export queue was full (%d in all); "
+                "raise max_queue_size or OTEL_BSP_MAX_QUEUE_SIZE",
+                dropped,
+                stats.dropped,
+            )
 
     def _timeout(self, timeout: float | None) -> float:
         if timeout is None:
@@ -314,13 +328,13 @@ class KeywordsAITelemetry:
         """
         if self._close():
             self._pipeline.shutdown(int(self._timeout(timeout) * 1000))
-            logger.debug("shutdown: %s", self.stats)
+            self._report("shutdown")
 
     async def ashutdown(self, timeout: float | None = None) -> None:
         """`shutdown` for async code: awaits delivery without blocking the event loop."""
         if self._close():
             await self._pipeline.ashutdown(self._timeout(timeout))
-            logger.debug("ashutdown: %s", self.stats)
+            self._report("ashutdown")
 
     def __enter__(self) -> KeywordsAITelemetry:
         return self

@@ -249,7 +249,9 @@ def test_custom_exporter_receives_spans_untouched_by_the_noise_filter() -> None:
 
 
 def test_queue_size_from_the_environment_bounds_memory(
-    monkeypatch: pytest.MonkeyPatch, threaded_otlp_receiver: OTLPReceiver
+    monkeypatch: pytest.MonkeyPatch,
+    threaded_otlp_receiver: OTLPReceiver,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     threaded_otlp_receiver.default = Fault(delay=2.0)  # the first batch stays in flight
     monkeypatch.setenv("OTEL_BSP_MAX_QUEUE_SIZE", "10")
@@ -268,6 +270,8 @@ def test_queue_size_from_the_environment_bounds_memory(
     assert stats.queued <= 20
     assert stats.dropped >= 5
     telemetry.shutdown(timeout=0.5)
+    # Besides the rate-limited warning when it happens, shutdown reports the total lost.
+    assert f"{stats.dropped} spans were dropped because the export queue was full" in caplog.text
 
 
 def _wait_for_child(pid: int, timeout: float) -> int:
