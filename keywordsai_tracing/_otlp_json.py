@@ -10,7 +10,6 @@ loop between slices (`aencode`); `encode_json` joins the chunks in one go.
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import logging
 import math
@@ -24,12 +23,13 @@ from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 from opentelemetry.trace import SpanContext, SpanKind
 
+from ._fair import FairShare
 from ._otlp_proto import ProtobufBatch
 
 logger = logging.getLogger("keywordsai_tracing.exporter")
 
-SLICE_SIZE: Final = 64
-"""Spans encoded between two yields to the event loop."""
+SLICE_SIZE: Final = 16
+"""Spans encoded between two chances to yield to the event loop."""
 
 _HAS_IS_REMOTE: Final = 0x100  # SPAN_FLAGS_CONTEXT_HAS_IS_REMOTE_MASK
 _IS_REMOTE: Final = 0x200  # SPAN_FLAGS_CONTEXT_IS_REMOTE_MASK
@@ -273,21 +273,21 @@ async def aencode(
     slice_size: int = SLICE_SIZE,
 ) -> bytes:
     """The request body for ``spans`` (optionally gzip-compressed), built in slices of
-    ``slice_size`` spans with a yield to the event loop between slices."""
+    ``slice_size`` spans; between slices it yields to the event loop as often as
+    `FairShare` says (short turns on a quiet loop, a fair share of CPU on a busy one)."""
+    fair = FairShare()
     compressor = zlib.compressobj(6, zlib.DEFLATED, 31) if gzip else None  # 31: gzip framing
     out: list[bytes] = []
     if protobuf:
         batch = ProtobufBatch()
         for start in range(0, len(spans), slice_size):
-            if start:
-                await asyncio.sleep(0)
+            await fair.checkpoint()
             batch.add(spans[start : start + slice_size])
         chunks: Iterator[bytes] = iter((batch.serialize(),))
     else:
         chunks = iter_json(spans, slice_size)
-    for index, chunk in enumerate(chunks):
-        if index:
-            await asyncio.sleep(0)
+    for chunk in chunks:
+        await fair.checkpoint()
         out.append(compressor.compress(chunk) if compressor is not None else chunk)
     if compressor is not None:
         out.append(compressor.flush())

@@ -108,6 +108,7 @@ class AsyncBatchSpanProcessor(SpanProcessor):
             mark_dying=self._mark_dying,
             shares_loop=self._shares_loop,
             closing=lambda: self._closing,
+            queue_fill=lambda: len(self._queue) / self._max_queue_size,
         )
         self._atexit_hook: Callable[[], None] | None = None
         self._register_hooks()

@@ -26,6 +26,7 @@ from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export import SpanExportResult
 
 from ._export_types import AsyncSpanExporter
+from ._fair import export_pressure
 from ._processor_ledger import Ledger
 from ._processor_util import RateLimitedWarning, await_future, logger, resolve
 
@@ -59,6 +60,7 @@ class WorkerEnv:
     mark_dying: Callable[[asyncio.AbstractEventLoop], None]
     shares_loop: Callable[[ExportWorker], bool]
     closing: Callable[[], bool]
+    queue_fill: Callable[[], float]  # 0..1: how full the queue is (see `_fair`)
     timed_out: RateLimitedWarning = field(default_factory=timed_out_warning)
     raised: RateLimitedWarning = field(default_factory=raised_warning)
 
@@ -181,13 +183,16 @@ class ExportWorker:
     async def _export(self, batch: list[ReadableSpan], deadline: float, *, draining: bool) -> bool:
         """Send one batch; False if cut off at ``deadline`` while draining (requeued)."""
         token = attach(set_value(_SUPPRESS_INSTRUMENTATION_KEY, True))
+        pressure = export_pressure.set(self.env.queue_fill)
         try:
             ok = await self._call_exporter(batch, deadline)
         except BaseException as exc:
             # A coroutine finalised by the garbage collector runs outside its context.
             if not isinstance(exc, GeneratorExit):
+                export_pressure.reset(pressure)
                 detach(token)
             raise
+        export_pressure.reset(pressure)
         detach(token)
         if ok is None:
             if draining:
