@@ -1,15 +1,16 @@
-"""Project tasks. ``nox`` runs lint, typecheck and tests; ``nox -s bench`` the benchmarks."""
+"""Project tasks. ``nox`` runs lint, typecheck, tests and examples; ``nox -s bench`` the
+benchmarks."""
 
 from __future__ import annotations
 
 import nox
 
-nox.options.sessions = ["lint", "typecheck", "tests"]
+nox.options.sessions = ["lint", "typecheck", "tests", "examples"]
 nox.options.default_venv_backend = "venv"
 nox.options.reuse_existing_virtualenvs = True
 
 PYTHON = "3.11"
-SOURCES = ["keywordsai_tracing", "tests", "examples", "noxfile.py"]
+SOURCES = ["keywordsai_tracing", "tests", "examples", "benchmarks", "noxfile.py"]
 
 
 @nox.session(python=PYTHON)
@@ -44,5 +45,14 @@ def examples(session: nox.Session) -> None:
 @nox.session(python=PYTHON)
 def bench(session: nox.Session) -> None:
     """Benchmarks against no tracing, the stock OpenTelemetry pipeline and the incumbent."""
-    session.install("-e", ".[test]", "opentelemetry-exporter-otlp-proto-http")
+    session.install("-e", ".[test]")
+    # The stock exporter pinned to the SDK just installed: unpinned, pip backtracks for
+    # minutes through old instrumentation releases and gives up.
+    sdk = session.run(
+        "python",
+        "-c",
+        "import importlib.metadata as m; print(m.version('opentelemetry-sdk'))",
+        silent=True,
+    )
+    session.install(f"opentelemetry-exporter-otlp-proto-http=={str(sdk).strip()}")
     session.run("python", "-m", "benchmarks.run", *session.posargs)

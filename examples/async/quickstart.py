@@ -7,9 +7,8 @@ from __future__ import annotations
 
 import asyncio
 
-from opentelemetry.sdk.trace.export import ConsoleSpanExporter
-
 from keywordsai_tracing import KeywordsAITelemetry, get_client, task, workflow
+from keywordsai_tracing.exporters import ConsoleTraceExporter
 
 
 @task(name="joke_creation")
@@ -41,7 +40,7 @@ async def joke_workflow() -> str:
 
 async def main() -> None:
     async with KeywordsAITelemetry(
-        app_name="quickstart", custom_exporter=ConsoleSpanExporter(), is_batching_enabled=False
+        app_name="quickstart", custom_exporter=ConsoleTraceExporter(), is_batching_enabled=False
     ):
         print(await joke_workflow())
 

@@ -1,0 +1,198 @@
+"""A light OTLP/HTTP trace receiver on loopback, run as its own process.
+
+``python -m benchmarks.receiver`` listens on 127.0.0.1 (port 0), prints ``PORT <n>`` and
+serves ``POST /v1/traces`` (protobuf or JSON, gzip or plain: spans are counted, unique
+span ids too), ``GET /count`` (the tally as JSON) and ``POST /reset``. It stops when its
+stdin closes (the parent went away) or after ``--max-seconds``.
+
+`Receiver` starts and queries it from the (synchronous) benchmark runner.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import gzip
+import json
+import socket
+import subprocess
+import sys
+import threading
+import urllib.request
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+_GZIP_MAGIC = b"\x1f\x8b"
+
+
+class Tally:
+    """Spans received since the last reset."""
+
+    def __init__(self) -> None:
+        self.reset()
+
+    def reset(self) -> None:
+        """Forget everything counted so far."""
+        self.spans = 0
+        self.requests = 0
+        self.bytes = 0
+        self.errors = 0
+        self.ids: set[tuple[Any, Any]] = set()
+
+    def snapshot(self) -> dict[str, int]:
+        """The counters as plain numbers."""
+        return {
+            "spans": self.spans,
+            "unique": len(self.ids),
+            "requests": self.requests,
+            "bytes": self.bytes,
+            "errors": self.errors,
+        }
+
+    def add_protobuf(self, body: bytes) -> None:
+        """Count the spans of an ``ExportTraceServiceRequest``."""
+        from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
+            ExportTraceServiceRequest,
+        )
+
+        request = ExportTraceServiceRequest.FromString(body)
+        for resource_spans in request.resource_spans:
+            for scope_spans in resource_spans.scope_spans:
+                for span in scope_spans.spans:
+                    self.spans += 1
+                    self.ids.add((span.trace_id, span.span_id))
+
+    def add_json(self, body: bytes) -> None:
+        """Count the spans of an OTLP/JSON request."""
+        document = json.loads(body)
+        for resource_spans in document.get("resourceSpans", ()):
+            for scope_spans in resource_spans.get("scopeSpans", ()):
+                for span in scope_spans.get("spans", ()):
+                    self.spans += 1
+                    self.ids.add((span.get("traceId"), span.get("spanId")))
+
+
+async def serve(max_seconds: float) -> None:
+    """Serve until stdin closes or ``max_seconds`` pass."""
+    from aiohttp import web
+
+    tally = Tally()
+
+    async def traces(request: web.Request) -> web.Response:
+        body = await request.read()  # aiohttp already inflates a gzip Content-Encoding
+        tally.requests += 1
+        tally.bytes += len(body)
+        is_json = "json" in request.content_type
+        try:
+            if body[:2] == _GZIP_MAGIC:
+                body = gzip.decompress(body)
+            tally.add_json(body) if is_json else tally.add_protobuf(body)
+        except Exception:
+            tally.errors += 1
+            return web.Response(status=400, text="cannot decode")
+        if is_json:
+            return web.Response(body=b"{}", content_type="application/json")
+        return web.Response(body=b"", content_type="application/x-protobuf")
+
+    async def count(request: web.Request) -> web.Response:
+        return web.json_response(tally.snapshot())
+
+    async def reset(request: web.Request) -> web.Response:
+        tally.reset()
+        return web.json_response({})
+
+    app = web.Application(client_max_size=256 * 1024 * 1024)
+    app.router.add_post("/v1/traces", traces)
+    app.router.add_get("/count", count)
+    app.router.add_post("/reset", reset)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    await web.SockSite(runner, sock, backlog=512).start()
+    print(f"PORT {port}", flush=True)
+
+    loop = asyncio.get_running_loop()
+    parent_gone = asyncio.Event()
+
+    def watch_stdin() -> None:
+        sys.stdin.buffer.read()
+        loop.call_soon_threadsafe(parent_gone.set)
+
+    threading.Thread(target=watch_stdin, daemon=True).start()
+    try:
+        await asyncio.wait_for(parent_gone.wait(), max_seconds)
+    except TimeoutError:
+        pass
+    finally:
+        await runner.cleanup()
+
+
+class Receiver:
+    """The receiver subprocess, seen from the runner."""
+
+    def __init__(self, python: str = sys.executable, max_seconds: float = 3600.0) -> None:
+        root = Path(__file__).resolve().parent.parent
+        self._process = subprocess.Popen(
+            [python, "-m", "benchmarks.receiver", "--max-seconds", str(max_seconds)],
+            cwd=root,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        assert self._process.stdout is not None
+        line = self._process.stdout.readline()
+        if not line.startswith("PORT "):
+            self.close()
+            raise RuntimeError(f"receiver did not start: {line!r}")
+        self.port = int(line.split()[1])
+        self.base_url = f"http://127.0.0.1:{self.port}"
+
+    def _call(self, method: str, path: str) -> dict[str, int]:
+        request = urllib.request.Request(f"{self.base_url}{path}", method=method)
+        with urllib.request.urlopen(request, timeout=10) as response:
+            result: dict[str, int] = json.loads(response.read())
+        return result
+
+    def count(self) -> dict[str, int]:
+        """The tally since the last reset."""
+        return self._call("GET", "/count")
+
+    def reset(self) -> None:
+        """Start a new tally."""
+        self._call("POST", "/reset")
+
+    def close(self) -> None:
+        """Close its stdin (it stops by itself) and wait for it."""
+        if self._process.stdin is not None:
+            self._process.stdin.close()
+        try:
+            self._process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            self._process.kill()
+            self._process.wait()
+
+    def __enter__(self) -> Receiver:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+
+def main() -> None:
+    """Command line entry point."""
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--max-seconds", type=float, default=3600.0)
+    args = parser.parse_args()
+    asyncio.run(serve(args.max_seconds))
+
+
+if __name__ == "__main__":
+    main()

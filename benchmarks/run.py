@@ -1,0 +1,274 @@
+"""Run every contender/scenario pair in its own subprocess and report: ``python -m benchmarks.run``.
+
+Options: ``--quick`` (smaller counts), ``--scenarios``/``--contenders`` (subsets),
+``--incumbent-python`` (an interpreter that already has keywordsai-tracing 0.0.59; by
+default ``.bench-venvs/incumbent`` is used, created if missing). The report goes to stdout
+and to ``benchmarks/results.md``; progress goes to stderr.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import re
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from . import incumbent_venv, report
+from .receiver import Receiver
+
+ROOT = Path(__file__).resolve().parent.parent
+WORKER = Path(__file__).resolve().parent / "_worker.py"
+
+# scenario -> (default params, quick params)
+PARAMS: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {
+    "cost_sync": ({"units": 20_000, "rounds": 5}, {"units": 3_000, "rounds": 3}),
+    "cost_async": ({"units": 20_000, "rounds": 5}, {"units": 3_000, "rounds": 3}),
+    "disabled": ({"calls": 200_000, "rounds": 7}, {"calls": 50_000, "rounds": 3}),
+    "steady": (
+        {"rate": 20_000, "seconds": 5.0, "producers": 10},
+        {"rate": 20_000, "seconds": 2.0, "producers": 10},
+    ),
+    # (c) at three levels of concurrency: an export task on the loop gets one turn per
+    # round of the loop, so its share falls as coroutines ending spans multiply.
+    "flood_c1": ({"spans": 100_000, "concurrency": 1}, {"spans": 20_000, "concurrency": 1}),
+    "flood_c10": ({"spans": 100_000, "concurrency": 10}, {"spans": 20_000, "concurrency": 10}),
+    "flood_c50": ({"spans": 100_000, "concurrency": 50}, {"spans": 20_000, "concurrency": 50}),
+    "down": ({"spans": 200_000, "concurrency": 10}, {"spans": 40_000, "concurrency": 10}),
+}
+_TIMESTAMP = re.compile(r"^\d{4}-\d\d-\d\d[ T][\d:,.]+\s*(- )?")
+_DIGITS = re.compile(r"\d+")
+
+# scenario -> the workload function it runs (by default, the scenario's own name)
+WORKLOAD = {"flood_c1": "flood", "flood_c10": "flood", "flood_c50": "flood"}
+
+# row label -> (contender module, options)
+ROWS: dict[str, tuple[str, dict[str, Any]]] = {
+    "none": ("none", {}),
+    "stock": ("stock", {}),
+    "incumbent": ("incumbent", {}),
+    "ours": ("ours", {}),
+    "ours-nocontent": ("ours", {"trace_content": False}),
+    "ours-disabled": ("ours", {"enabled": False}),
+}
+
+SCENARIO_ROWS: dict[str, list[str]] = {
+    "cost_sync": ["none", "stock", "incumbent", "ours", "ours-nocontent"],
+    "cost_async": ["none", "stock", "incumbent", "ours", "ours-nocontent"],
+    "disabled": ["ours-disabled"],
+    "steady": ["none", "stock", "incumbent", "ours"],
+    "flood_c1": ["none", "stock", "incumbent", "ours"],
+    "flood_c10": ["none", "stock", "incumbent", "ours"],
+    "flood_c50": ["none", "stock", "incumbent", "ours"],
+    "down": ["none", "stock", "incumbent", "ours"],
+}
+
+# scenario -> runs per contender in default mode (quick mode: one); numbers are medians
+REPEATS = {"steady": 3}
+TIMEOUT_S = {"down": 150.0}
+DEFAULT_TIMEOUT_S = 120.0
+
+
+@dataclass
+class Environment:
+    """What every run needs: interpreters, receiver, a scratch folder."""
+
+    receiver: Receiver
+    scratch: Path
+    incumbent_python: Path | None
+    incumbent_note: str
+    dead_url: str
+    quick: bool
+    infos: dict[str, dict[str, str]] = field(default_factory=dict)
+
+
+def dead_url() -> str:
+    """A loopback URL on a port nobody listens on (connections are refused)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    return f"http://127.0.0.1:{port}"
+
+
+def clean_env() -> dict[str, str]:
+    """This environment minus settings that would change any contender's defaults."""
+    return {
+        key: value
+        for key, value in os.environ.items()
+        if not key.startswith(("OTEL_", "KEYWORDSAI_", "TRACELOOP_", "PYTHON"))
+    }
+
+
+def stderr_summary(output: str, limit: int = 6) -> tuple[int, list[str]]:
+    """Line count and up to ``limit`` distinct messages of a worker's output.
+
+    Messages are told apart with timestamps and numbers masked, and shortened.
+    """
+    lines = [line.strip() for line in output.splitlines() if line.strip()]
+    shapes: dict[str, str] = {}
+    for line in lines:
+        message = _TIMESTAMP.sub("", line)
+        shape = _DIGITS.sub("#", message)
+        if shape not in shapes:
+            shapes[shape] = message[:160]
+            if len(shapes) == limit:
+                break
+    return len(lines), list(shapes.values())
+
+
+def run_one(env: Environment, scenario: str, label: str) -> dict[str, Any]:
+    """One contender/scenario pair in a fresh worker process."""
+    kind, options = ROWS[label]
+    if kind == "incumbent" and env.incumbent_python is None:
+        return {"error": f"n/a: {env.incumbent_note}"}
+    python = str(env.incumbent_python) if kind == "incumbent" else sys.executable
+    default, quick = PARAMS[scenario]
+    params = dict(quick if env.quick else default)
+    base_url: str | None = None
+    if kind != "none":
+        base_url = env.dead_url if scenario == "down" else env.receiver.base_url
+    if scenario != "down" and base_url is not None:
+        params["control_url"] = env.receiver.base_url
+    result_path = env.scratch / f"{scenario}-{label}.json"
+    spec_path = env.scratch / f"{scenario}-{label}.spec.json"
+    spec = {
+        "contender": kind,
+        "scenario": WORKLOAD.get(scenario, scenario),
+        "options": {"base_url": base_url, **options},
+        "params": params,
+        "result_path": str(result_path),
+    }
+    spec_path.write_text(json.dumps(spec))
+    env.receiver.reset()
+    timeout = TIMEOUT_S.get(scenario, DEFAULT_TIMEOUT_S)
+    started = time.time()
+    process = subprocess.Popen(
+        [python, str(WORKER), str(spec_path)],
+        cwd=env.scratch,
+        env=clean_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        errors="replace",
+    )
+    killed = False
+    try:
+        stdout, stderr = process.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        stdout, stderr = process.communicate()
+        killed = True
+    exited = time.time()
+    result: dict[str, Any] = {}
+    if result_path.exists():
+        result = json.loads(result_path.read_text())
+    else:
+        why = f"killed after {timeout:.0f} s" if killed else f"exit code {process.returncode}"
+        result["error"] = f"no result ({why})"
+    if "end_of_work" in result:
+        result["exit_s"] = exited - result["end_of_work"]
+    result["killed"] = killed
+    result["returncode"] = process.returncode
+    result["wall_s"] = exited - started
+    result["stderr_lines"], result["stderr_sample"] = stderr_summary(stderr + stdout)
+    if base_url is not None and scenario != "down":
+        by_exit = env.receiver.count()["unique"] - result.get("unique_before", 0)
+        result["unique_by_exit"] = by_exit
+    if "info" in result:
+        env.infos.setdefault(label, result["info"])
+    return result
+
+
+def run_repeated(env: Environment, scenario: str, label: str) -> dict[str, Any]:
+    """`run_one` ``REPEATS`` times: the median of each number, each run's p99 kept."""
+    runs = [
+        run_one(env, scenario, label) for _ in range(1 if env.quick else REPEATS.get(scenario, 1))
+    ]
+    good = [run for run in runs if "error" not in run]
+    if len(runs) == 1 or not good:
+        return runs[0]
+    merged = dict(good[0])
+    for key, value in good[0].items():
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            values = [run[key] for run in good if isinstance(run.get(key), int | float)]
+            merged[key] = statistics.median(values)
+    merged["runs"] = len(good)
+    merged["p99_ms_runs"] = [run.get("p99_ms") for run in good]
+    merged["delivered_runs"] = [
+        run["unique"] / run["produced"] for run in good if run.get("unique") is not None
+    ]
+    return merged
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Parse arguments, run the plan, print and write the report."""
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--quick", action="store_true", help="smaller counts, for iterating")
+    parser.add_argument("--scenarios", nargs="+", choices=list(PARAMS), default=list(PARAMS))
+    parser.add_argument("--contenders", nargs="+", choices=list(ROWS), default=list(ROWS))
+    parser.add_argument("--incumbent-python", type=Path, default=None)
+    parser.add_argument(
+        "--set",
+        nargs="+",
+        default=[],
+        metavar="SCENARIO.KEY=VALUE",
+        help="override a parameter, e.g. flood.concurrency=10 (reported in the tables)",
+    )
+    parser.add_argument("--output", type=Path, default=Path(__file__).parent / "results.md")
+    args = parser.parse_args(argv)
+
+    for override in args.set:
+        target, _, value = override.partition("=")
+        scenario, _, key = target.partition(".")
+        for params in PARAMS[scenario]:
+            params[key] = json.loads(value)
+    incumbent_python: Path | None = None
+    note = "not requested"
+    if "incumbent" in args.contenders:
+        incumbent_python, note = incumbent_venv.ensure(
+            ROOT / ".bench-venvs" / "incumbent", args.incumbent_python
+        )
+        print(f"[bench] incumbent: {note}", file=sys.stderr, flush=True)
+
+    results: dict[str, dict[str, dict[str, Any]]] = {}
+    began = time.monotonic()
+    with (
+        Receiver() as receiver,
+        tempfile.TemporaryDirectory(prefix="kai-bench-") as scratch,
+    ):
+        env = Environment(receiver, Path(scratch), incumbent_python, note, dead_url(), args.quick)
+        for scenario in args.scenarios:
+            for label in SCENARIO_ROWS[scenario]:
+                if label not in args.contenders:
+                    continue
+                result = run_repeated(env, scenario, label)
+                results.setdefault(scenario, {})[label] = result
+                status = result.get("error") or f"{result['wall_s']:.1f} s"
+                print(f"[bench] {scenario:<10} {label:<15} {status}", file=sys.stderr, flush=True)
+    meta = {
+        "mode": "quick" if args.quick else "default",
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "cpus": str(os.cpu_count()),
+        "incumbent": note,
+        "minutes": f"{(time.monotonic() - began) / 60:.1f}",
+    }
+    text = report.render(
+        results, meta, env.infos, {k: v[1 if args.quick else 0] for k, v in PARAMS.items()}
+    )
+    print(text)
+    args.output.write_text(text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
