@@ -9,6 +9,7 @@ from __future__ import annotations
 import importlib
 import importlib.util
 import logging
+import os
 import sys
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -97,6 +98,27 @@ def selected(
         chosen = set(instruments) | {Instruments.THREADING}
     chosen -= set(block)
     return [member for member in Instruments if member in chosen]
+
+
+_CONTENT_VARIABLE = "TRACELOOP_TRACE_CONTENT"
+
+
+class ContentSwitch:
+    """Carries ``trace_content=False`` to the LLM instrumentations, which read
+    ``TRACELOOP_TRACE_CONTENT`` on every call; a value the user set is left alone."""
+
+    def __init__(self) -> None:
+        self._set = False
+
+    def silence(self) -> None:
+        if os.environ.get(_CONTENT_VARIABLE) is None:
+            os.environ[_CONTENT_VARIABLE] = "false"
+            self._set = True
+
+    def restore(self) -> None:
+        if self._set:
+            self._set = False
+            os.environ.pop(_CONTENT_VARIABLE, None)
 
 
 def _installed(name: str) -> bool:

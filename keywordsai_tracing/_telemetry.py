@@ -166,6 +166,7 @@ class KeywordsAITelemetry:
         self._closed = False
         self._dropped_reported = 0
         self._instrumentors: list[Any] = []
+        self._content = _instrumentation.ContentSwitch()
         self._pipeline = Pipeline(settings.span_postprocess_callback)
         self._provider: SDKTracerProvider | None = None
         self._sigterm = SigtermFlush(
@@ -203,6 +204,8 @@ class KeywordsAITelemetry:
             )
         if settings.flush_on_sigterm:
             self._sigterm.install()
+        if not settings.trace_content:
+            self._content.silence()
         members = _instrumentation.selected(settings.instruments, settings.block_instruments)
         self._instrumentors = _instrumentation.instrument(members, self._provider)
 
@@ -316,6 +319,7 @@ class KeywordsAITelemetry:
                 _state.runtime = None
                 Dispatcher.active = None
         self._sigterm.uninstall()
+        self._content.restore()
         _instrumentation.uninstrument(self._instrumentors)
         self._instrumentors = []
         return True

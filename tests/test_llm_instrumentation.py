@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
@@ -379,3 +380,34 @@ def _assert_each_call_under_its_own_task(
         assert_in_entity(span, workflow_name, "ask")
         questions.add(question["args"][0])
     assert len(questions) == count
+
+
+@pytest.mark.parametrize("via_env", [False, True])
+def test_trace_content_off_reaches_the_llm_instrumentation(
+    exporter: InMemorySpanExporter,
+    sync_server: StandInLLMServer,
+    monkeypatch: pytest.MonkeyPatch,
+    via_env: bool,
+) -> None:
+    monkeypatch.delenv("TRACELOOP_TRACE_CONTENT", raising=False)
+    if via_env:
+        monkeypatch.setenv("KEYWORDSAI_TRACE_CONTENT", "false")
+    telemetry = KeywordsAITelemetry(
+        custom_exporter=exporter,
+        is_batching_enabled=False,
+        instruments={Instruments.OPENAI},
+        trace_content=None if via_env else False,
+    )
+    with openai.OpenAI(base_url=sync_server.openai_base_url, api_key="test") as client:
+
+        @task(name="ask")
+        def ask() -> None:
+            client.chat.completions.create(model="m", messages=MESSAGES)
+
+        ask()
+    attributes = one(exporter, "openai.chat").attributes or {}
+    assert not [key for key in attributes if key in CONTENT_KEYS]
+    assert "hello there" not in json.dumps(dict(attributes))
+    assert attributes["gen_ai.usage.input_tokens"] == 2
+    telemetry.shutdown()
+    assert "TRACELOOP_TRACE_CONTENT" not in os.environ  # restored
