@@ -49,7 +49,7 @@ TABLE: dict[Instruments, Instrumentation] = {
     Instruments.SAGEMAKER: Instrumentation("boto3", _I + "sagemaker", "SageMakerInstrumentor"),
     Instruments.VERTEXAI: Instrumentation("vertexai", _I + "vertexai", "VertexAIInstrumentor"),
     Instruments.GOOGLE_GENERATIVEAI: Instrumentation(
-        "google.generativeai", _I + "google_generativeai", "GoogleGenerativeAiInstrumentor"
+        "google.genai", _I + "google_generativeai", "GoogleGenerativeAiInstrumentor"
     ),
     Instruments.WATSONX: Instrumentation("ibm_watsonx_ai", _I + "watsonx", "WatsonxInstrumentor"),
     Instruments.ALEPHALPHA: Instrumentation(
