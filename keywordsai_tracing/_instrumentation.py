@@ -17,6 +17,7 @@ from typing import Any
 
 from opentelemetry.trace import TracerProvider
 
+from . import _stream_shims
 from .instruments import Instruments
 
 logger = logging.getLogger("keywordsai_tracing.instrumentation")
@@ -166,6 +167,8 @@ def _instrument_one(member: Instruments, provider: TracerProvider) -> tuple[Any,
         return None, "instrumentor failed"
     if not instrumentor.is_instrumented_by_opentelemetry:
         return None, "dependency check failed"
+    if member in (Instruments.OPENAI, Instruments.ANTHROPIC):
+        _stream_shims.install()
     return instrumentor, "instrumented"
 
 
