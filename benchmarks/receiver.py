@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import gzip
 import json
 import socket
@@ -123,9 +124,8 @@ async def serve(max_seconds: float) -> None:
 
     threading.Thread(target=watch_stdin, daemon=True).start()
     try:
-        await asyncio.wait_for(parent_gone.wait(), max_seconds)
-    except TimeoutError:
-        pass
+        with contextlib.suppress(TimeoutError):  # a bounded life even if nobody stops it
+            await asyncio.wait_for(parent_gone.wait(), max_seconds)
     finally:
         await runner.cleanup()
 
