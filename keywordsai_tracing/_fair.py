@@ -24,6 +24,9 @@ from contextvars import ContextVar
 export_pressure: ContextVar[Callable[[], float] | None] = ContextVar(
     "keywordsai_export_pressure", default=None
 )
+# Set by an export task on the private loop thread, where nothing else runs: yielding
+# there only hands the GIL to the application thread for a whole switch interval.
+exporting_alone: ContextVar[bool] = ContextVar("keywordsai_exporting_alone", default=False)
 _MAX_BOOST = 6.0  # at a full queue the share is this many times the base share
 
 
@@ -44,9 +47,12 @@ class FairShare:
         self._resumed = clock()
         self._away = 0.0
         self._pressure = export_pressure.get()
+        self._alone = exporting_alone.get()
 
     def turn(self) -> float:
         """How long this turn may run before yielding."""
+        if self._alone:
+            return float("inf")
         share = self._share
         if self._pressure is not None:
             fill = min(max(self._pressure(), 0.0), 1.0)

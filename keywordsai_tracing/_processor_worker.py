@@ -26,7 +26,7 @@ from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export import SpanExportResult
 
 from ._export_types import AsyncSpanExporter
-from ._fair import export_pressure
+from ._fair import export_pressure, exporting_alone
 from ._processor_ledger import Ledger
 from ._processor_util import RateLimitedWarning, await_future, logger, resolve
 
@@ -184,14 +184,17 @@ class ExportWorker:
         """Send one batch; False if cut off at ``deadline`` while draining (requeued)."""
         token = attach(set_value(_SUPPRESS_INSTRUMENTATION_KEY, True))
         pressure = export_pressure.set(self.env.queue_fill)
+        alone = exporting_alone.set(self.private)
         try:
             ok = await self._call_exporter(batch, deadline)
         except BaseException as exc:
             # A coroutine finalised by the garbage collector runs outside its context.
             if not isinstance(exc, GeneratorExit):
+                exporting_alone.reset(alone)
                 export_pressure.reset(pressure)
                 detach(token)
             raise
+        exporting_alone.reset(alone)
         export_pressure.reset(pressure)
         detach(token)
         if ok is None:

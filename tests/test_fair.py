@@ -58,3 +58,31 @@ def test_turn_is_bounded() -> None:
     clock = Clock()
     fair = FairShare(share=0.5, floor=0.001, cap=0.02, clock=clock)
     assert fair.turn() == 0.001
+
+
+def test_alone_on_the_private_loop_it_never_yields() -> None:
+    from keywordsai_tracing._fair import exporting_alone
+
+    token = exporting_alone.set(True)
+    try:
+        fair = FairShare(clock=Clock())
+    finally:
+        exporting_alone.reset(token)
+    assert fair.turn() == float("inf")
+
+
+def test_pressure_grows_the_share() -> None:
+    from keywordsai_tracing._fair import export_pressure
+
+    clock = Clock()
+    fill = 0.0
+    token = export_pressure.set(lambda: fill)
+    try:
+        fair = FairShare(share=0.5, floor=0.0, cap=1.0, clock=clock)
+    finally:
+        export_pressure.reset(token)
+    fair._away = 0.01  # as if the loop ran 10 ms elsewhere during the last yield
+    calm = fair.turn()
+    fill = 1.0
+    assert calm == pytest.approx(0.005)
+    assert fair.turn() == pytest.approx(0.03)  # six times the base share at a full queue
