@@ -21,6 +21,7 @@ from opentelemetry.context import Context
 from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor
 
 from . import _attributes as attrs
+from .integrations import apply_request_params
 
 logger = logging.getLogger("keywordsai_tracing")
 
@@ -67,6 +68,7 @@ class Pipeline(SpanProcessor):
         self._routes = (*self._routes, route)
 
     def on_start(self, span: Span, parent_context: Context | None = None) -> None:
+        apply_request_params(span, parent_context)
         scope = span.instrumentation_scope
         if scope is not None and scope.name == attrs.DECORATOR_TRACER_NAME:
             return  # a decorator span: it carries its own attributes

@@ -14,6 +14,7 @@ from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from keywordsai_tracing import KeywordsAITelemetry, _attributes, _telemetry
+from keywordsai_tracing.integrations import REQUEST_PARAMS_KEY
 from tests.otlp_receiver import otlp_receiver, threaded_otlp_receiver, unused_endpoint
 
 __all__ = ["otlp_receiver", "threaded_otlp_receiver", "unused_endpoint"]  # shared fixtures
@@ -75,6 +76,7 @@ def _nothing_left_behind() -> Iterator[None]:
         assert not trace.get_current_span().get_span_context().is_valid, "a span leaked"
         assert context_api.get_value(_attributes.WORKFLOW_NAME_KEY) is None
         assert context_api.get_value(_attributes.ENTITY_PATH_KEY) is None
+        assert context_api.get_value(REQUEST_PARAMS_KEY) is None
         assert context_api.get_current() == before, "context leaked"
     finally:
         _telemetry._shutdown_active()

@@ -1,0 +1,74 @@
+"""Integrations with web frameworks; the request-scoped KeywordsAI parameters they share.
+
+`keywordsai_tracing.integrations.asgi` holds the ASGI lifespan helper and middleware
+(Starlette, FastAPI, any ASGI server). This package itself only defines what the span
+pipeline needs and imports nothing heavy, so ``_pipeline`` can import it:
+
+- `REQUEST_PARAMS_KEY`: the OpenTelemetry context key under which a middleware puts the
+  span attributes of the current request's KeywordsAI parameters (``customer_identifier``,
+  ``thread_identifier``, ...), already converted and read-only;
+- `request_params_context` builds such a context;
+- `apply_request_params` sets them on a span as it starts (called from the pipeline's
+  ``on_start``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from types import MappingProxyType
+from typing import Any, Final
+
+from opentelemetry import context as context_api
+from opentelemetry.context import Context, create_key
+from opentelemetry.sdk.trace import Span
+from opentelemetry.util.types import AttributeValue
+
+from keywordsai_tracing._attributes import DECORATOR_TRACER_NAME, ENTITY_PATH_KEY, WORKFLOW_NAME_KEY
+from keywordsai_tracing._params import params_to_attributes
+
+__all__ = ["REQUEST_PARAMS_KEY", "apply_request_params", "request_params_context"]
+
+# Value: a read-only ``Mapping[str, AttributeValue]`` (span attributes, not raw params).
+REQUEST_PARAMS_KEY: Final = create_key("keywordsai_request_params")
+
+
+def request_params_context(params: Any, context: Context | None = None) -> Context:
+    """``context`` (default: the current one) carrying ``params`` for every span inside.
+
+    ``params`` is what ``keywordsai_params=`` accepts (a dict, a `KeywordsAIParams`, an
+    object with ``model_dump()``); invalid keys or values are logged and left out. Values
+    already in the context (an enclosing scope's) are kept unless ``params`` overrides
+    them. Returns ``context`` unchanged when there is nothing to add.
+    """
+    base = context if context is not None else context_api.get_current()
+    attributes = params_to_attributes(params) if params is not None else {}
+    if not attributes:
+        return base
+    outer = base.get(REQUEST_PARAMS_KEY)
+    if isinstance(outer, Mapping):
+        attributes = {**outer, **attributes}
+    return context_api.set_value(REQUEST_PARAMS_KEY, MappingProxyType(attributes), base)
+
+
+def apply_request_params(span: Span, parent_context: Context | None) -> None:
+    """Set the request's KeywordsAI parameters on ``span`` as it starts.
+
+    Decorated spans (workflow, task, agent, tool) always get them; other spans only inside
+    a decorated entity (an LLM call in a task, say), so spans of the web framework or of
+    its instrumentation are left alone. Attributes the span already has are kept, and a
+    later ``update_current_span(keywordsai_params=...)`` overrides these.
+    """
+    ctx = parent_context if parent_context is not None else context_api.get_current()
+    attributes = ctx.get(REQUEST_PARAMS_KEY)
+    if not isinstance(attributes, Mapping) or not attributes:
+        return
+    scope = span.instrumentation_scope
+    decorated = scope is not None and scope.name == DECORATOR_TRACER_NAME
+    if not decorated and ctx.get(WORKFLOW_NAME_KEY) is None and ctx.get(ENTITY_PATH_KEY) is None:
+        return
+    current = span.attributes or {}
+    missing: dict[str, AttributeValue] = {
+        key: value for key, value in attributes.items() if key not in current
+    }
+    if missing:
+        span.set_attributes(missing)
