@@ -232,6 +232,7 @@ EXAMPLES = [
     Example("agent_loop.py", check_agent_loop),
     Example("fastapi_app.py", check_fastapi_app),
     Example("test_traced_code.py", None),
+    Example("test_with_plugin.py", None),
 ]
 
 
