@@ -141,7 +141,11 @@ class _Setting:
 # Setting name -> (environment variables, first wins; default; parser).
 SETTINGS: dict[str, _Setting] = {
     "api_key": _Setting(("KEYWORDSAI_API_KEY",), None, _parse_str),
-    "base_url": _Setting(("KEYWORDSAI_BASE_URL",), DEFAULT_BASE_URL, _parse_url),
+    "app_name": _Setting(("OTEL_SERVICE_NAME",), "keywordsai", _parse_str),
+    "base_url": _Setting(("KEYWORDSAI_BASE_URL",), None, _parse_url),
+    # Used only when neither base_url nor KEYWORDSAI_BASE_URL is set.
+    "otel_traces_endpoint": _Setting(("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",), None, _parse_url),
+    "otel_endpoint": _Setting(("OTEL_EXPORTER_OTLP_ENDPOINT",), None, _parse_url),
     "log_level": _Setting(("KEYWORDSAI_LOG_LEVEL",), logging.INFO, _parse_log_level),
     "is_batching_enabled": _Setting(("KEYWORDSAI_BATCHING_ENABLED",), True, _parse_bool),
     "trace_content": _Setting(("KEYWORDSAI_TRACE_CONTENT",), True, _parse_bool),
@@ -225,6 +229,21 @@ def traces_endpoint(base_url: str) -> str:
     return url if url.endswith(TRACES_PATH) else url + TRACES_PATH
 
 
+def _resolve_endpoint(base: str | None, get: Callable[[str], Any]) -> tuple[str, str]:
+    """``base_url``/``KEYWORDSAI_BASE_URL`` (+ ``/v1/traces``), else
+    ``OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`` (as is), else ``OTEL_EXPORTER_OTLP_ENDPOINT``
+    (+ ``/v1/traces``), else the KeywordsAI endpoint. Returns (base URL, traces URL)."""
+    if base is not None:
+        return base, traces_endpoint(base)
+    exact: str | None = get("otel_traces_endpoint")
+    if exact is not None:
+        return exact, exact
+    general: str | None = get("otel_endpoint")
+    if general is not None:
+        return general, traces_endpoint(general)
+    return DEFAULT_BASE_URL, traces_endpoint(DEFAULT_BASE_URL)
+
+
 def _check_instruments(name: str, value: Any) -> frozenset[Instruments] | None:
     if value is None:
         return None
@@ -259,6 +278,7 @@ class Settings:
     app_name: str
     api_key: str | None = field(repr=False)
     base_url: str
+    endpoint: str
     log_level: int
     is_batching_enabled: bool
     instruments: frozenset[Instruments] | None
@@ -282,14 +302,19 @@ class Settings:
 
     @property
     def traces_endpoint(self) -> str:
-        """Where the HTTP exporter POSTs: ``{base_url}/v1/traces``."""
-        return traces_endpoint(self.base_url)
+        """Where the HTTP exporter POSTs (``{base_url}/v1/traces``, or the OTLP endpoint)."""
+        return self.endpoint
+
+    @property
+    def is_default_endpoint(self) -> bool:
+        """True when spans would go to the KeywordsAI cloud endpoint."""
+        return self.endpoint == traces_endpoint(DEFAULT_BASE_URL)
 
     @classmethod
     def resolve(
         cls,
         *,
-        app_name: Any = "keywordsai",
+        app_name: Any = None,
         api_key: Any = None,
         base_url: Any = None,
         log_level: Any = None,
@@ -315,7 +340,7 @@ class Settings:
     ) -> Settings:
         """Validate arguments and resolve every setting against the environment."""
         _check_type("app_name", app_name, str, "a string")
-        if not app_name:
+        if app_name is not None and not app_name:
             raise ValueError("app_name: must not be empty")
         _check_type("api_key", api_key, str, "a string")
         _check_type("is_enabled", is_enabled, bool, "a bool")
@@ -335,13 +360,15 @@ class Settings:
         def get(name: str, argument: Any = _UNSET) -> Any:
             return resolve(name, argument, environ)
 
+        base, endpoint = _resolve_endpoint(get("base_url", base_url), get)
         explicit_headers = _check_str_mapping("headers", headers)
         resource = _check_str_mapping("resource_attributes", resource_attributes)
         disabled_by_env: bool = get("sdk_disabled")
         return cls(
-            app_name=app_name,
+            app_name=get("app_name", app_name) or "keywordsai",
             api_key=get("api_key", api_key) or None,
-            base_url=get("base_url", base_url),
+            base_url=base,
+            endpoint=endpoint,
             log_level=get("log_level", log_level),
             is_batching_enabled=get("is_batching_enabled", is_batching_enabled),
             instruments=_check_instruments("instruments", instruments),

@@ -6,7 +6,7 @@ import logging
 
 from opentelemetry.sdk.trace.export import SpanExporter
 
-from ._config import DEFAULT_BASE_URL, Settings
+from ._config import Settings
 from ._export_types import AsyncSpanExporter
 from ._exporter import OTLPHttpExporter
 from ._processor import AsyncBatchSpanProcessor
@@ -22,7 +22,7 @@ def default_exporter(settings: Settings) -> SpanExporter | AsyncSpanExporter | N
     ``base_url`` of the user's own (a local collector needs no key); else none."""
     if settings.custom_exporter is not None:
         return settings.custom_exporter
-    if settings.api_key or settings.base_url != DEFAULT_BASE_URL:
+    if settings.api_key or not settings.is_default_endpoint:
         return OTLPHttpExporter.from_settings(settings)
     return None
 

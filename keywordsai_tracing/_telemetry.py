@@ -113,7 +113,7 @@ class KeywordsAITelemetry:
 
     def __init__(
         self,
-        app_name: str = "keywordsai",
+        app_name: str | None = None,
         api_key: str | None = None,
         base_url: str | None = None,
         log_level: str | int | None = None,

@@ -26,6 +26,9 @@ _OUR_VARS = (
     "OTEL_BSP_SCHEDULE_DELAY",
     "OTEL_BSP_MAX_QUEUE_SIZE",
     "OTEL_BSP_MAX_EXPORT_BATCH_SIZE",
+    "OTEL_SERVICE_NAME",
+    "OTEL_EXPORTER_OTLP_ENDPOINT",
+    "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
 )
 
 
@@ -219,3 +222,51 @@ def test_log_level_applies_to_our_logger_only(monkeypatch: pytest.MonkeyPatch) -
     KeywordsAITelemetry(custom_exporter=InMemorySpanExporter(), instruments=set())
     assert logging.getLogger("keywordsai_tracing").level == logging.WARNING
     logging.getLogger("keywordsai_tracing").setLevel(logging.NOTSET)
+
+
+def test_service_name_precedence(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert Settings.resolve().app_name == "keywordsai"
+    monkeypatch.setenv("OTEL_SERVICE_NAME", "from-env")
+    assert Settings.resolve().app_name == "from-env"
+    assert Settings.resolve(app_name="from-arg").app_name == "from-arg"
+
+
+@pytest.mark.parametrize(
+    ("environment", "argument", "endpoint"),
+    [
+        ({}, None, "https://api.keywordsai.co/api/v1/traces"),
+        ({"OTEL_EXPORTER_OTLP_ENDPOINT": "http://otel:4318"}, None, "http://otel:4318/v1/traces"),
+        (
+            {
+                "OTEL_EXPORTER_OTLP_ENDPOINT": "http://otel:4318",
+                "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": "http://otel:4318/custom/traces",
+            },
+            None,
+            "http://otel:4318/custom/traces",
+        ),
+        (
+            {
+                "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": "http://otel:4318/custom/traces",
+                "KEYWORDSAI_BASE_URL": "http://kai.test/api",
+            },
+            None,
+            "http://kai.test/api/v1/traces",
+        ),
+        (
+            {"KEYWORDSAI_BASE_URL": "http://kai.test/api"},
+            "http://arg.test",
+            "http://arg.test/v1/traces",
+        ),
+    ],
+)
+def test_endpoint_precedence(
+    monkeypatch: pytest.MonkeyPatch,
+    environment: dict[str, str],
+    argument: str | None,
+    endpoint: str,
+) -> None:
+    for var, value in environment.items():
+        monkeypatch.setenv(var, value)
+    settings = Settings.resolve(base_url=argument)
+    assert settings.traces_endpoint == endpoint
+    assert settings.is_default_endpoint is (endpoint == "https://api.keywordsai.co/api/v1/traces")

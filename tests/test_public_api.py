@@ -122,8 +122,19 @@ def test_exporters_module_is_pinned() -> None:
     exporters = importlib.import_module("keywordsai_tracing.exporters")
     assert set(exporters.__all__) == {
         "ConsoleTraceExporter",
+        "ExporterStats",
         "JsonLinesFileExporter",
+        "OTLPHttpExporter",
         "exporter_from_spec",
         "format_duration",
         "read_spans",
+    }
+
+
+def test_processors_module_is_pinned() -> None:
+    processors = importlib.import_module("keywordsai_tracing.processors")
+    assert set(processors.__all__) == {
+        "AsyncBatchSpanProcessor",
+        "ProcessorStats",
+        "SimpleAsyncSpanProcessor",
     }

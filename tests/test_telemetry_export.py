@@ -326,3 +326,48 @@ def test_proxy_from_the_environment_is_honoured(
     assert len(threaded_otlp_receiver.spans) == (0 if bypassed else 2)
     assert (stats.exported, stats.failed_spans) == ((0, 2) if bypassed else (2, 0))
     telemetry.shutdown(timeout=1)
+
+
+def test_processor_and_exporter_work_in_a_plain_opentelemetry_setup(
+    threaded_otlp_receiver: OTLPReceiver,
+) -> None:
+    from opentelemetry.sdk.trace import TracerProvider
+
+    from keywordsai_tracing.exporters import OTLPHttpExporter
+    from keywordsai_tracing.processors import AsyncBatchSpanProcessor
+
+    provider = TracerProvider()
+    processor = AsyncBatchSpanProcessor(
+        OTLPHttpExporter(threaded_otlp_receiver.url, filter_noise=False)
+    )
+    provider.add_span_processor(processor)
+    tracer = provider.get_tracer("plain.otel.user")
+
+    async def work() -> None:
+        for i in range(5):
+            with tracer.start_as_current_span(f"op-{i}"):
+                await asyncio.sleep(0)
+
+    asyncio.run(work())  # delivered as the loop shuts down
+    assert len(threaded_otlp_receiver.wait_for_spans(5)) == 5
+    provider.shutdown()
+
+
+def test_a_slow_destination_never_delays_another(threaded_otlp_receiver: OTLPReceiver) -> None:
+    from keywordsai_tracing.exporters import OTLPHttpExporter
+
+    with OTLPReceiver().running_in_thread() as slow:
+        slow.default = Fault(delay=5.0)
+        telemetry = _telemetry(threaded_otlp_receiver, schedule_delay=0.05)
+        telemetry.add_processor(OTLPHttpExporter(slow.url, timeout=10))
+
+        @task
+        def work() -> None:
+            return None
+
+        for _ in range(3):
+            work()
+        # The fast destination has them while the slow one is still answering the first.
+        assert len(threaded_otlp_receiver.wait_for_spans(3, timeout=4.0)) == 3
+        assert slow.spans == []
+        telemetry.shutdown(timeout=0.5)
