@@ -22,7 +22,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from opentelemetry.sdk.trace.id_generator import IdGenerator
 from opentelemetry.trace import Span, SpanContext, SpanKind, Status, StatusCode, TraceFlags
 
-from keywordsai_tracing import KeywordsAITelemetry, exporters, task, workflow
+from keywordsai_tracing import KeywordsAITelemetry, task, workflow
 from keywordsai_tracing._config import Settings
 from keywordsai_tracing._otlp_json import encode_span
 from keywordsai_tracing.exporters import (
@@ -705,16 +705,6 @@ def test_console_writes_to_the_current_stdout(
 def test_exporter_from_spec_rejects_unknown_specs(spec: str) -> None:
     with pytest.raises(ValueError, match=f"exporter spec {spec!r}: expected 'console'"):
         exporter_from_spec(spec)
-
-
-def test_exporters_public_api_is_pinned() -> None:
-    assert set(exporters.__all__) == {
-        "ConsoleTraceExporter",
-        "JsonLinesFileExporter",
-        "exporter_from_spec",
-        "format_duration",
-        "read_spans",
-    }
 
 
 def test_keywordsai_exporter_env_adds_a_local_exporter_next_to_the_configured_one(
