@@ -26,6 +26,7 @@ _OUR_VARS = (
     "OTEL_BSP_SCHEDULE_DELAY",
     "OTEL_BSP_MAX_QUEUE_SIZE",
     "OTEL_BSP_MAX_EXPORT_BATCH_SIZE",
+    "OTEL_BSP_EXPORT_TIMEOUT",
     "OTEL_SERVICE_NAME",
     "OTEL_EXPORTER_OTLP_ENDPOINT",
     "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
@@ -90,6 +91,7 @@ def test_environment_is_used_when_arguments_are_absent(monkeypatch: pytest.Monke
     monkeypatch.setenv("OTEL_BSP_SCHEDULE_DELAY", "200")
     monkeypatch.setenv("OTEL_BSP_MAX_QUEUE_SIZE", "100")
     monkeypatch.setenv("OTEL_BSP_MAX_EXPORT_BATCH_SIZE", "10")
+    monkeypatch.setenv("OTEL_BSP_EXPORT_TIMEOUT", "7000")
     settings = Settings.resolve()
     assert settings.api_key == "env-key"
     assert settings.traces_endpoint == "http://collector.test:4318/v1/traces"
@@ -103,6 +105,7 @@ def test_environment_is_used_when_arguments_are_absent(monkeypatch: pytest.Monke
     assert settings.schedule_delay == 0.2
     assert settings.max_queue_size == 100
     assert settings.max_export_batch_size == 10
+    assert settings.batch_timeout == 7.0
 
 
 def test_arguments_win_over_environment(monkeypatch: pytest.MonkeyPatch) -> None:

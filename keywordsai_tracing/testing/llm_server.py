@@ -95,6 +95,7 @@ class StandInLLMServer:
 
     @property
     def port(self) -> int:
+        """The port it listens on (127.0.0.1); RuntimeError when not running."""
         if self._port is None:
             raise RuntimeError("StandInLLMServer is not running")
         return self._port
@@ -122,6 +123,7 @@ class StandInLLMServer:
         return list(self._requests)
 
     def clear_requests(self) -> None:
+        """Forget the requests recorded so far."""
         self._requests.clear()
 
     @property
