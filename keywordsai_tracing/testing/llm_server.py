@@ -19,13 +19,14 @@ import asyncio
 import collections
 import itertools
 import json
-import threading
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any
 
 from aiohttp import web
+
+from keywordsai_tracing._loop_thread import LoopThread
 
 from . import _llm_wire as wire
 
@@ -88,8 +89,7 @@ class StandInLLMServer:
         self._streams = _Streams()
         self._runner: web.AppRunner | None = None
         self._port: int | None = None
-        self._thread: threading.Thread | None = None
-        self._thread_loop: asyncio.AbstractEventLoop | None = None
+        self._loop_thread: LoopThread | None = None
 
     # -- addresses -----------------------------------------------------------------------
 
@@ -198,14 +198,10 @@ class StandInLLMServer:
 
     def __enter__(self) -> StandInLLMServer:
         """Run the server on a daemon thread with its own event loop (for sync code)."""
-        if self._thread is not None or self._runner is not None:
+        if self._loop_thread is not None or self._runner is not None:
             raise RuntimeError("StandInLLMServer is already running")
-        loop = asyncio.new_event_loop()
-        thread = threading.Thread(
-            target=self._run_loop, args=(loop,), name="stand-in-llm-server", daemon=True
-        )
-        thread.start()
-        self._thread, self._thread_loop = thread, loop
+        self._loop_thread = LoopThread("stand-in-llm-server")
+        loop = self._loop_thread.ensure_started()
         try:
             asyncio.run_coroutine_threadsafe(self.start(), loop).result(_START_TIMEOUT)
         except BaseException:
@@ -221,25 +217,16 @@ class StandInLLMServer:
     ) -> None:
         self._stop_thread()
 
-    @staticmethod
-    def _run_loop(loop: asyncio.AbstractEventLoop) -> None:
-        asyncio.set_event_loop(loop)
-        try:
-            loop.run_forever()
-            loop.run_until_complete(loop.shutdown_asyncgens())
-        finally:
-            loop.close()
-
     def _stop_thread(self) -> None:
-        thread, loop = self._thread, self._thread_loop
-        self._thread = self._thread_loop = None
-        if thread is None or loop is None:
+        loop_thread, self._loop_thread = self._loop_thread, None
+        if loop_thread is None:
             return
+        loop = loop_thread.loop
         try:
-            asyncio.run_coroutine_threadsafe(self.stop(), loop).result(_START_TIMEOUT)
+            if loop is not None:
+                asyncio.run_coroutine_threadsafe(self.stop(), loop).result(_START_TIMEOUT)
         finally:
-            loop.call_soon_threadsafe(loop.stop)
-            thread.join(_START_TIMEOUT)
+            loop_thread.stop().result(_START_TIMEOUT)
 
     # -- handlers ------------------------------------------------------------------------
 
