@@ -98,29 +98,28 @@ class Pipeline(SpanProcessor):
                 logger.exception("Routing span %r to %s failed", span.name, route.label)
 
     def force_flush(self, timeout_millis: int = 30_000) -> bool:
-        deadline = time.monotonic() + timeout_millis / 1000
-        ok = True
-        for route in self._routes:
-            try:
-                ok = route.processor.force_flush(_millis_until(deadline)) and ok
-            except Exception:
-                logger.exception("Flushing %s failed", route.label)
-                ok = False
-        return ok
+        return self._flush_each(
+            timeout_millis / 1000, lambda processor, ms: processor.force_flush(ms)
+        )
 
     def flush_past_blocked_loop(
         self, loop: asyncio.AbstractEventLoop | None, timeout: float
     ) -> bool:
         """Flush every route while ``loop``'s thread is blocked (see `SigtermFlush`)."""
+
+        def flush(processor: SpanProcessor, millis: int) -> bool:
+            past = getattr(processor, "flush_past_blocked_loop", None)
+            return bool(past(loop, millis) if past is not None else processor.force_flush(millis))
+
+        return self._flush_each(timeout, flush)
+
+    def _flush_each(self, timeout: float, flush: Callable[[SpanProcessor, int], bool]) -> bool:
+        """``flush(processor, milliseconds left)`` each route, one shared deadline."""
         deadline = time.monotonic() + timeout
         ok = True
         for route in self._routes:
-            flush = getattr(route.processor, "flush_past_blocked_loop", None)
             try:
-                if flush is not None:
-                    ok = flush(loop, _millis_until(deadline)) and ok
-                else:
-                    ok = route.processor.force_flush(_millis_until(deadline)) and ok
+                ok = flush(route.processor, _millis_until(deadline)) and ok
             except Exception:
                 logger.exception("Flushing %s failed", route.label)
                 ok = False
