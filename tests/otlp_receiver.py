@@ -43,6 +43,8 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
 )
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue
 
+from keywordsai_tracing._loop_thread import LoopThread
+
 __all__ = [
     "Fault",
     "OTLPReceiver",
@@ -393,32 +395,16 @@ class OTLPReceiver:
     @contextlib.contextmanager
     def running_in_thread(self) -> Iterator[OTLPReceiver]:
         """Serve from a private event loop on a daemon thread for the ``with`` block."""
-        loop = asyncio.new_event_loop()
-        ready = threading.Event()
-
-        def run() -> None:
-            asyncio.set_event_loop(loop)
-            loop.call_soon(ready.set)
-            loop.run_forever()
-
-        thread = threading.Thread(target=run, name="otlp-receiver", daemon=True)
-        thread.start()
-        ready.wait()
+        loop_thread = LoopThread("otlp-receiver")
+        loop = loop_thread.ensure_started()
         try:
             asyncio.run_coroutine_threadsafe(self.start(), loop).result(timeout=10)
             yield self
         finally:
             with contextlib.suppress(Exception):
                 asyncio.run_coroutine_threadsafe(self.stop(), loop).result(timeout=10)
-            loop.call_soon_threadsafe(loop.stop)
-            thread.join(timeout=10)
-            pending = asyncio.all_tasks(loop)  # handlers still sleeping in a delay fault
-            for task in pending:
-                task.cancel()
-            if pending:
-                loop.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
-            loop.run_until_complete(loop.shutdown_asyncgens())
-            loop.close()
+            # Cancels handlers still sleeping in a delay fault, then closes the loop.
+            loop_thread.stop().result(timeout=10)
 
 
 def not_listening_url() -> str:
