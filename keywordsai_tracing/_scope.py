@@ -22,6 +22,8 @@ from ._state import Runtime
 
 WORKFLOW_KINDS = frozenset({"workflow", "agent"})
 PATH_KINDS = frozenset({"task", "tool"})
+# The context key under which OpenTelemetry keeps the current span (found, not imported).
+_SPAN_KEY = next(iter(trace.set_span_in_context(trace.INVALID_SPAN, Context())))
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,7 +55,7 @@ class EntityScope:
     ) -> None:
         self.runtime = runtime
         parent = context_api.get_current()
-        attributes: dict[str, Any] = {
+        attributes: dict[str, str | int] = {
             attrs.SPAN_KIND: spec.kind,
             attrs.ENTITY_NAME: spec.name,
             attrs.LOG_METHOD: attrs.LOG_METHOD_VALUE,
@@ -62,7 +64,7 @@ class EntityScope:
             attributes[attrs.ENTITY_VERSION] = spec.version
         ours: dict[str, object] = {}  # what this entity adds to the context
         workflow = spec.name if spec.names_workflow else parent.get(attrs.WORKFLOW_NAME_KEY)
-        if workflow is not None:
+        if isinstance(workflow, str):
             attributes[attrs.WORKFLOW_NAME] = workflow
             if spec.names_workflow:
                 ours[attrs.WORKFLOW_NAME_KEY] = workflow
@@ -70,21 +72,19 @@ class EntityScope:
         if spec.extends_path:
             path = f"{path}.{spec.name}" if path else spec.name
             ours[attrs.ENTITY_PATH_KEY] = path
-        if path:
+        if path and isinstance(path, str):
             attributes[attrs.ENTITY_PATH] = path
         processors = spec.processors or parent.get(attrs.PROCESSORS_KEY)
-        if processors:
+        if processors and isinstance(processors, str):
             attributes[attrs.PROCESSORS] = processors
             if spec.processors:
                 ours[attrs.PROCESSORS_KEY] = processors
         if runtime.trace_content:
             shown = args[1:] if spec.skip_first_arg else args
             attributes[attrs.ENTITY_INPUT] = inputs_to_json(shown, kwargs)
-        self.span: Span = runtime.tracer.start_span(
-            spec.span_name, context=parent, attributes=attributes
-        )
-        base = Context({**parent, **ours}) if ours else parent
-        self.context = trace.set_span_in_context(self.span, base)
+        self.span: Span = runtime.starter.start(spec.span_name, parent, attributes)
+        ours[_SPAN_KEY] = self.span  # as trace.set_span_in_context, in the same copy
+        self.context = Context({**parent, **ours})
         self._token: object = None
 
     def __enter__(self) -> EntityScope:
@@ -105,7 +105,7 @@ class EntityScope:
 
     def set_output(self, value: Any) -> None:
         if self.runtime.trace_content:
-            self.span.set_attribute(attrs.ENTITY_OUTPUT, to_json(value))
+            self.runtime.starter.set_string(self.span, attrs.ENTITY_OUTPUT, to_json(value))
 
     def finish(self, exc: BaseException | None = None) -> None:
         """Record a failure (an ``Exception``, not a cancellation) and end the span."""

@@ -1,7 +1,9 @@
 """Turn function inputs and outputs into JSON text for span attributes, never raising.
 
-The fast path is one ``json.dumps`` call; values JSON cannot encode get a readable
-stand-in through ``default``. Only when that fails (a reference cycle, a ``__repr__``
+Strings, ints, floats, booleans and None are written directly; anything else takes one
+pass of the C JSON encoder (built per call, so cycle detection stays per call, but without
+``json.dumps``'s Python-level set-up); values JSON cannot encode get a readable stand-in
+through ``default``. Only when that fails (a reference cycle, a ``__repr__``
 that raises, keys that are not strings) does a careful walk build a JSON-safe copy.
 """
 
@@ -14,8 +16,9 @@ import datetime
 import enum
 import json
 import logging
+import math
 import uuid
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from decimal import Decimal
 from pathlib import PurePath
 from typing import Any
@@ -108,12 +111,35 @@ def _truncate(text: str, limit: int) -> str:
 
 
 _ENCODER = json.JSONEncoder(default=_stand_in, ensure_ascii=False)
+_encode_str: Callable[[str], str] = json.encoder.encode_basestring
+_make_c_encoder: Callable[..., Callable[[Any, int], Any]] | None = getattr(
+    json.encoder, "c_make_encoder", None
+)
+_SCALARS: dict[type, Callable[[Any], str]] = {
+    str: _encode_str,
+    int: int.__repr__,
+    bool: lambda flag: "true" if flag else "false",
+    type(None): lambda _: "null",
+}
+
+
+def _encode(value: Any) -> str:
+    """``_ENCODER.encode(value)``, for less."""
+    scalar = _SCALARS.get(type(value))
+    if scalar is not None:
+        return scalar(value)
+    if type(value) is float and math.isfinite(value):
+        return float.__repr__(value)
+    if _make_c_encoder is None:
+        return _ENCODER.encode(value)
+    encoder = _make_c_encoder({}, _stand_in, _encode_str, None, ": ", ", ", False, False, True)
+    return "".join(encoder(value, 0))
 
 
 def to_json(value: Any, limit: int = MAX_PAYLOAD_CHARS) -> str:
     """JSON text for ``value``; never raises. Over ``limit`` it is cut, with a marker."""
     try:
-        text = _ENCODER.encode(value)
+        text = _encode(value)
     except Exception:
         try:
             text = _ENCODER.encode(_walk(value, set(), 0))

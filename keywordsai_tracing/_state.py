@@ -11,6 +11,8 @@ from typing import Protocol
 
 from opentelemetry.trace import Tracer
 
+from ._fast_span import SpanStarter
+
 
 class Flushable(Protocol):
     def flush(self, timeout: float | None = None) -> bool: ...
@@ -22,6 +24,7 @@ class Runtime:
     """What the active telemetry lends to decorators and the client."""
 
     tracer: Tracer
+    starter: SpanStarter  # starts ``tracer``'s decorator spans
     manual_tracer: Tracer
     trace_content: bool
     owner: Flushable

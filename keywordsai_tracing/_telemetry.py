@@ -31,6 +31,7 @@ from ._client import KeywordsAIClient, get_client
 from ._config import Settings
 from ._export_types import AsyncSpanExporter
 from ._exporting import default_exporter, export_processor
+from ._fast_span import SpanStarter
 from ._pipeline import Dispatcher, Pipeline, Route, SpanFilter
 from ._signals import SigtermFlush
 from ._stats import TelemetryStats, collect
@@ -193,11 +194,14 @@ class KeywordsAITelemetry:
                 "(set KEYWORDSAI_API_KEY, or pass custom_exporter=)"
             )
         self._provider = _provider_for(settings)
+        tracer = self._provider.get_tracer(DECORATOR_TRACER_NAME, __version__)
+        starter = SpanStarter(tracer)
         with _lock:
             _active = self
             Dispatcher.active = self._pipeline
             _state.runtime = _state.Runtime(
-                tracer=self._provider.get_tracer(DECORATOR_TRACER_NAME, __version__),
+                tracer=tracer,
+                starter=starter,
                 manual_tracer=self._provider.get_tracer(MANUAL_TRACER_NAME, __version__),
                 trace_content=settings.trace_content,
                 owner=self,

@@ -1,0 +1,236 @@
+"""Start decorator spans for less than the SDK tracer's general-purpose path costs.
+
+``Tracer.start_span`` validates every attribute (a recursive clean and a lock per span)
+and runs the sampler, the tracer's own metrics and the span's setup in general form. Our
+decorator attributes are plain strings (and an int version) we built ourselves, so
+`SpanStarter` writes them straight into the span's attribute map and inlines the
+default sampler (``ParentBased(ALWAYS_ON)``); the span, its ids, flags, trace state,
+parent and processors are the SDK's own. It is used only where that is equivalent:
+
+- the tracer is an SDK tracer with the internals this module reads (checked once);
+- the sampler is one of the SDK's own (they add no attributes); any other sampler, or
+  span limits that would cut or drop our attributes, and every span takes the SDK path;
+- a self-test at construction starts a root and a child span both ways on a private
+  provider and compares them; any difference (a future SDK changing its internals)
+  switches the fast path off for good, with a DEBUG line.
+"""
+
+from __future__ import annotations
+
+import inspect
+import logging
+from collections.abc import Mapping
+from typing import Any
+
+from opentelemetry import trace
+from opentelemetry.context import Context
+from opentelemetry.sdk.trace import (
+    ReadableSpan,
+    SpanLimits,
+    Tracer,
+    TracerProvider,
+    _Span,
+    sampling,
+)
+from opentelemetry.trace import NonRecordingSpan, Span, SpanContext, SpanKind, TraceFlags
+
+logger = logging.getLogger("keywordsai_tracing")
+
+AttributeValue = str | int
+# More attributes than any decorator span carries, with room for the user's own.
+_ATTRIBUTE_HEADROOM = 32
+_SAMPLED = TraceFlags(TraceFlags.SAMPLED)
+_RANDOM = int(getattr(TraceFlags, "RANDOM_TRACE_ID", 0))
+_INTERNAL = SpanKind.INTERNAL
+_PARENT_BASED_DEFAULTS = (
+    ("_root", sampling.ALWAYS_ON),
+    ("_remote_parent_sampled", sampling.ALWAYS_ON),
+    ("_remote_parent_not_sampled", sampling.ALWAYS_OFF),
+    ("_local_parent_sampled", sampling.ALWAYS_ON),
+    ("_local_parent_not_sampled", sampling.ALWAYS_OFF),
+)
+
+
+class SpanStarter:
+    """Starts spans for one SDK tracer, fast when that is equivalent (see module doc)."""
+
+    __slots__ = ("_default_sampler", "_end_metrics", "_fast", "_max_attributes", "_tracer")
+
+    def __init__(self, tracer: trace.Tracer, *, self_test: bool = True) -> None:
+        self._tracer = tracer
+        self._fast = False
+        self._default_sampler = False
+        self._end_metrics = False
+        self._max_attributes: int | None = None
+        if not _has_internals(tracer):
+            return
+        assert isinstance(tracer, Tracer)
+        limits: SpanLimits = tracer._span_limits
+        if limits.max_span_attribute_length is not None:
+            return
+        max_attributes = limits.max_span_attributes
+        if max_attributes is not None and max_attributes < _ATTRIBUTE_HEADROOM:
+            return
+        if not _stock_sampler(tracer.sampler):
+            return
+        self._max_attributes = max_attributes
+        self._default_sampler = _is_parent_based_always_on(tracer.sampler)
+        self._end_metrics = "record_end_metrics" in inspect.signature(_Span.__init__).parameters
+        self._fast = True
+        if self_test and not _agrees(tracer):
+            self._fast = False
+            logger.debug("Fast decorator spans disabled: the SDK's spans differ from ours")
+
+    @property
+    def fast(self) -> bool:
+        """Whether spans skip the SDK's general-purpose start path."""
+        return self._fast
+
+    def start(self, name: str, parent: Context, attributes: dict[str, AttributeValue]) -> Span:
+        """Start an INTERNAL span named ``name`` under ``parent`` carrying ``attributes``."""
+        tracer = self._tracer
+        if not self._fast or not tracer._tracer_config.is_enabled:  # type: ignore[attr-defined]
+            return tracer.start_span(name, context=parent, attributes=attributes)
+        assert isinstance(tracer, Tracer)
+        parent_context: SpanContext | None = trace.get_current_span(parent).get_span_context()
+        assert parent_context is not None
+        if parent_context.is_valid:
+            trace_id = parent_context.trace_id
+            random = _RANDOM & parent_context.trace_flags
+        else:
+            parent_context = None
+            trace_id = tracer.id_generator.generate_trace_id()
+            random = _RANDOM if tracer.id_generator.is_trace_id_random() else 0
+        if self._default_sampler:
+            sampled = parent_context is None or parent_context.trace_flags.sampled
+            decision = sampling.Decision.RECORD_AND_SAMPLE if sampled else sampling.Decision.DROP
+            trace_state = None if parent_context is None else parent_context.trace_state
+        else:
+            result = tracer.sampler.should_sample(parent, trace_id, name, _INTERNAL, attributes, ())
+            decision, trace_state = result.decision, result.trace_state
+        sampled = decision is sampling.Decision.RECORD_AND_SAMPLE
+        flags = TraceFlags((_SAMPLED if sampled else 0) | random)
+        context = SpanContext(
+            trace_id,
+            tracer.id_generator.generate_span_id(),
+            is_remote=False,
+            trace_flags=flags,
+            trace_state=trace_state,
+        )
+        end_metrics = tracer._tracer_metrics.start_span(parent_context, decision)
+        if decision is sampling.Decision.DROP:
+            return NonRecordingSpan(context)
+        extra: dict[str, Any] = {"record_end_metrics": end_metrics} if self._end_metrics else {}
+        span = _Span(
+            name=name,
+            context=context,
+            parent=parent_context,
+            sampler=tracer.sampler,
+            resource=tracer.resource,
+            span_processor=tracer.span_processor,
+            kind=_INTERNAL,
+            instrumentation_info=tracer.instrumentation_info,
+            limits=tracer._span_limits,
+            instrumentation_scope=tracer._instrumentation_scope,
+            **extra,
+        )
+        span._attributes._dict.update(attributes)  # type: ignore[union-attr]
+        span.start(parent_context=parent)
+        return span
+
+    def set_string(self, span: Span, key: str, value: str) -> None:
+        """``span.set_attribute(key, value)`` for a string we built, skipping validation."""
+        if self._fast and type(span) is _Span:
+            bounded: Any = span._attributes
+            with bounded._lock:
+                room = self._max_attributes is None or len(bounded._dict) < self._max_attributes
+                if room and span._end_time is None and not bounded._immutable:
+                    bounded._dict.pop(key, None)
+                    bounded._dict[key] = value
+                    return
+        span.set_attribute(key, value)
+
+
+def _has_internals(tracer: object) -> bool:
+    """The SDK tracer internals `SpanStarter.start` reads are all there."""
+    if not isinstance(tracer, Tracer):
+        return False
+    names = ("_span_limits", "_instrumentation_scope", "_tracer_metrics", "_tracer_config")
+    if not all(hasattr(tracer, name) for name in names):
+        return False
+    return hasattr(tracer.id_generator, "is_trace_id_random")
+
+
+def _stock_sampler(sampler: object, depth: int = 0) -> bool:
+    """One of the SDK's samplers, delegating (if at all) only to the SDK's samplers."""
+    if depth > 4 or type(sampler).__module__ != sampling.__name__:
+        return False
+    delegates = [value for value in vars(sampler).values() if isinstance(value, sampling.Sampler)]
+    return all(_stock_sampler(delegate, depth + 1) for delegate in delegates)
+
+
+def _is_parent_based_always_on(sampler: object) -> bool:
+    if type(sampler) not in (sampling.ParentBased, sampling._ParentBasedAlwaysOn):
+        return False
+    return all(getattr(sampler, name, None) is want for name, want in _PARENT_BASED_DEFAULTS)
+
+
+def _fingerprint(span: ReadableSpan, parent: Span | None) -> tuple[object, ...]:
+    """What must be the same whichever way a span was started (ids aside)."""
+    context = span.get_span_context()
+    assert context is not None
+    parent_context = parent.get_span_context() if parent is not None else None
+    return (
+        type(span).__name__,
+        span.name,
+        span.kind,
+        dict(span.attributes or {}),
+        span.resource,
+        span.instrumentation_scope,
+        span.parent == parent_context,
+        context.trace_flags,
+        context.trace_state,
+        context.is_remote,
+        (context.trace_id == parent_context.trace_id) if parent_context else True,
+        len(span.events),
+        len(span.links),
+        span.start_time is not None,
+    )
+
+
+def _agrees(tracer: Tracer) -> bool:
+    """Start a root and a child both ways on a private provider; compare the results."""
+    try:
+        provider = TracerProvider(
+            sampler=sampling.DEFAULT_ON,
+            resource=tracer.resource,
+            span_limits=tracer._span_limits,
+            shutdown_on_exit=False,
+        )
+        probe = provider.get_tracer(
+            tracer._instrumentation_scope.name, tracer._instrumentation_scope.version
+        )
+        starter = SpanStarter(probe, self_test=False)
+        attributes: dict[str, AttributeValue] = {"a": "text", "b": 7}
+        root_context = Context()
+        fast_root = starter.start("root", root_context, attributes)
+        slow_root = probe.start_span("root", context=root_context, attributes=attributes)
+        child_parent = trace.set_span_in_context(slow_root, Context())
+        fast_child = starter.start("child", child_parent, attributes)
+        slow_child = probe.start_span("child", context=child_parent, attributes=attributes)
+        starter.set_string(fast_child, "c", "out")
+        slow_child.set_attribute("c", "out")
+        spans = (fast_root, slow_root, fast_child, slow_child)
+        for span in spans:
+            span.end()
+        if not all(isinstance(span, ReadableSpan) for span in spans):
+            return False
+        readable: list[Any] = list(spans)
+        return bool(
+            _fingerprint(readable[0], None) == _fingerprint(readable[1], None)
+            and _fingerprint(readable[2], slow_root) == _fingerprint(readable[3], slow_root)
+            and isinstance(readable[0].attributes, Mapping)
+        )
+    except Exception:
+        logger.debug("Fast decorator span self-test raised", exc_info=True)
+        return False

@@ -1,0 +1,268 @@
+"""`SpanStarter`: decorator spans started without the SDK's general path are the SDK's spans.
+
+Each case starts spans both ways on the same provider and compares everything but the
+random ids, or checks that the starter stepped aside where it would not be equivalent.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from typing import Any
+
+import pytest
+from opentelemetry import trace
+from opentelemetry.context import Context
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import (
+    ReadableSpan,
+    Span,
+    SpanLimits,
+    SpanProcessor,
+    TracerProvider,
+    sampling,
+)
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.trace import NonRecordingSpan, SpanContext, TraceFlags, TraceState
+from opentelemetry.util.types import Attributes
+
+from keywordsai_tracing import KeywordsAITelemetry, _fast_span, _state, task, workflow
+from keywordsai_tracing._fast_span import SpanStarter
+
+ATTRIBUTES: dict[str, str | int] = {"traceloop.entity.name": "step", "traceloop.entity.version": 3}
+
+
+def _provider(**kwargs: Any) -> tuple[TracerProvider, InMemorySpanExporter]:
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider(
+        resource=Resource.create({"service.name": "fast"}), shutdown_on_exit=False, **kwargs
+    )
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    return provider, exporter
+
+
+def _same(fast: ReadableSpan, slow: ReadableSpan) -> None:
+    assert type(fast) is type(slow)
+    assert (fast.name, fast.kind, fast.resource) == (slow.name, slow.kind, slow.resource)
+    assert dict(fast.attributes or {}) == dict(slow.attributes or {})
+    assert fast.instrumentation_scope == slow.instrumentation_scope
+    assert fast.parent == slow.parent
+    assert fast.context is not None
+    assert slow.context is not None
+    assert fast.context.trace_flags == slow.context.trace_flags
+    assert fast.context.trace_state == slow.context.trace_state
+    assert fast.context.is_remote is slow.context.is_remote is False
+    assert fast.start_time is not None
+    assert fast.end_time is not None
+
+
+def _both(
+    starter: SpanStarter, tracer: trace.Tracer, parent: Context, name: str = "step.task"
+) -> tuple[Any, Any]:
+    fast = starter.start(name, parent, dict(ATTRIBUTES))
+    slow = tracer.start_span(name, context=parent, attributes=dict(ATTRIBUTES))
+    fast.end()
+    slow.end()
+    return fast, slow
+
+
+def test_root_and_child_spans_match_the_sdk() -> None:
+    provider, exporter = _provider()
+    tracer = provider.get_tracer("keywordsai_tracing", "1")
+    starter = SpanStarter(tracer)
+    assert starter.fast
+    fast_root, slow_root = _both(starter, tracer, Context())
+    _same(fast_root, slow_root)
+    assert fast_root.parent is None
+    under = trace.set_span_in_context(slow_root, Context())
+    fast_child, slow_child = _both(starter, tracer, under)
+    _same(fast_child, slow_child)
+    assert fast_child.context.trace_id == slow_root.context.trace_id
+    assert fast_child.parent.span_id == slow_root.context.span_id
+    assert len(exporter.get_finished_spans()) == 4  # processors saw start and end
+
+
+def test_remote_parent_flags_and_trace_state_carry_over() -> None:
+    provider, _ = _provider()
+    tracer = provider.get_tracer("t")
+    starter = SpanStarter(tracer)
+    state = TraceState([("vendor", "x")])
+    for flags in (TraceFlags(TraceFlags.SAMPLED), TraceFlags(0)):
+        remote = SpanContext(0xABC, 0xDEF, is_remote=True, trace_flags=flags, trace_state=state)
+        parent = trace.set_span_in_context(NonRecordingSpan(remote), Context())
+        fast, slow = _both(starter, tracer, parent)
+        assert type(fast) is type(slow)
+        assert fast.get_span_context().trace_flags == slow.get_span_context().trace_flags
+        assert fast.get_span_context().trace_state == state
+        assert fast.get_span_context().trace_id == 0xABC
+        assert fast.is_recording() is False  # ended, or never recorded (not sampled)
+
+
+class _Recorder(SpanProcessor):
+    """Records the attributes each span has when processors first see it."""
+
+    def __init__(self) -> None:
+        self.at_start: list[dict[str, Any]] = []
+
+    def on_start(self, span: Span, parent_context: Context | None = None) -> None:
+        self.at_start.append(dict(span.attributes or {}))
+
+
+def test_other_processors_see_the_attributes_on_start() -> None:
+    provider, _ = _provider()
+    recorder = _Recorder()
+    provider.add_span_processor(recorder)
+    SpanStarter(provider.get_tracer("t")).start("x", Context(), dict(ATTRIBUTES)).end()
+    assert recorder.at_start == [ATTRIBUTES]
+
+
+@pytest.mark.parametrize(
+    "sampler",
+    [
+        sampling.ALWAYS_ON,
+        sampling.ALWAYS_OFF,
+        sampling.TraceIdRatioBased(0.0),
+        sampling.ParentBasedTraceIdRatio(1.0),
+        sampling.ParentBased(sampling.ALWAYS_OFF),
+    ],
+    ids=repr,
+)
+def test_every_stock_sampler_keeps_the_fast_path_and_decides(sampler: sampling.Sampler) -> None:
+    provider, _exporter = _provider(sampler=sampler)
+    tracer = provider.get_tracer("t")
+    starter = SpanStarter(tracer)
+    assert starter.fast
+    fast, slow = _both(starter, tracer, Context())
+    assert type(fast) is type(slow)
+    fast_flags, slow_flags = (
+        fast.get_span_context().trace_flags,
+        slow.get_span_context().trace_flags,
+    )
+    assert fast_flags.sampled == slow_flags.sampled
+
+
+class _DropSecrets(sampling.Sampler):
+    """A user's sampler that reads span attributes."""
+
+    def should_sample(
+        self,
+        parent_context: Context | None,
+        trace_id: int,
+        name: str,
+        kind: Any = None,
+        attributes: Attributes = None,
+        links: Sequence[Any] | None = None,
+        trace_state: TraceState | None = None,
+    ) -> sampling.SamplingResult:
+        secret = (attributes or {}).get("traceloop.entity.name") == "secret"
+        decision = sampling.Decision.DROP if secret else sampling.Decision.RECORD_AND_SAMPLE
+        return sampling.SamplingResult(decision, {"sampled.by": "user"})
+
+    def get_description(self) -> str:
+        return "DropSecrets"
+
+
+def test_a_custom_sampler_gets_the_sdk_path_with_our_attributes() -> None:
+    provider, exporter = _provider(sampler=_DropSecrets())
+    starter = SpanStarter(provider.get_tracer("t"))
+    assert not starter.fast
+    starter.start("kept", Context(), dict(ATTRIBUTES)).end()
+    starter.start("dropped", Context(), {"traceloop.entity.name": "secret"}).end()
+    (kept,) = exporter.get_finished_spans()
+    assert kept.name == "kept"
+    assert kept.attributes is not None
+    assert kept.attributes["sampled.by"] == "user"
+
+
+@pytest.mark.parametrize(
+    "limits",
+    [SpanLimits(max_span_attribute_length=4), SpanLimits(max_span_attributes=3)],
+    ids=["value-length", "attribute-count"],
+)
+def test_limits_that_would_cut_our_attributes_take_the_sdk_path(limits: SpanLimits) -> None:
+    provider, exporter = _provider(span_limits=limits)
+    starter = SpanStarter(provider.get_tracer("t"))
+    assert not starter.fast
+    span = starter.start("x", Context(), {"a": "long value", "b": "1", "c": "2", "d": "3"})
+    starter.set_string(span, "out", "another long value")
+    span.end()
+    (done,) = exporter.get_finished_spans()
+    assert done.attributes is not None
+    if limits.max_span_attribute_length is not None:
+        assert done.attributes["a"] == "long"
+        assert done.attributes["out"] == "anot"
+    else:
+        assert len(done.attributes) == 3
+        assert done.dropped_attributes == 2
+
+
+def test_set_string_on_an_ended_span_changes_nothing(caplog: pytest.LogCaptureFixture) -> None:
+    provider, exporter = _provider()
+    starter = SpanStarter(provider.get_tracer("t"))
+    span = starter.start("x", Context(), {})
+    starter.set_string(span, "before", "end")
+    span.end()
+    with caplog.at_level(logging.WARNING):
+        starter.set_string(span, "after", "end")
+    (done,) = exporter.get_finished_spans()
+    assert dict(done.attributes or {}) == {"before": "end"}
+    assert "ended span" in caplog.text  # the SDK's own warning: same as set_attribute
+
+
+def test_a_disabled_tracer_gives_non_recording_spans() -> None:
+    provider, exporter = _provider()
+    tracer = provider.get_tracer("t")
+    starter = SpanStarter(tracer)
+    config = tracer._tracer_config  # type: ignore[attr-defined]
+    tracer._set_tracer_config(type(config)(is_enabled=False))  # type: ignore[attr-defined]
+    assert not starter.start("x", Context(), {}).is_recording()
+    assert exporter.get_finished_spans() == ()
+
+
+def test_an_sdk_whose_spans_differ_switches_the_fast_path_off(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    class Drifted(_fast_span._Span):  # a future SDK that sets something up differently
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            super().__init__(*args, **kwargs)
+            self._name = "renamed"
+
+    monkeypatch.setattr(_fast_span, "_Span", Drifted)
+    provider, exporter = _provider()
+    starter = SpanStarter(provider.get_tracer("t"))
+    assert not starter.fast
+    starter.start("x", Context(), {}).end()
+    assert [span.name for span in exporter.get_finished_spans()] == ["x"]
+
+
+def test_a_tracer_that_is_not_the_sdks_takes_its_own_path() -> None:
+    starter = SpanStarter(trace.NoOpTracer())
+    assert not starter.fast
+    assert not starter.start("x", Context(), {"a": "b"}).is_recording()
+
+
+def test_decorators_use_the_fast_path_and_nest(
+    telemetry: KeywordsAITelemetry, exporter: InMemorySpanExporter
+) -> None:
+    runtime = _state.runtime
+    assert runtime is not None
+    assert runtime.starter.fast
+
+    @task(name="step")
+    def step(x: int) -> int:
+        return x + 1
+
+    @workflow(name="flow")
+    def flow() -> int:
+        return step(1)
+
+    assert flow() == 2
+    inner, outer = exporter.get_finished_spans()
+    assert inner.parent is not None
+    assert outer.context is not None
+    assert inner.parent.span_id == outer.context.span_id
+    assert inner.attributes is not None
+    assert inner.attributes["traceloop.entity.input"] == '{"args": [1], "kwargs": {}}'
+    assert inner.attributes["traceloop.entity.output"] == "2"
+    assert inner.attributes["traceloop.workflow.name"] == "flow"
