@@ -39,8 +39,35 @@ logger = logging.getLogger("keywordsai_tracing")
 AttributeValue = str | int
 # More attributes than any decorator span carries, with room for the user's own.
 _ATTRIBUTE_HEADROOM = 32
-_SAMPLED = TraceFlags(TraceFlags.SAMPLED)
+_SAMPLED = int(TraceFlags.SAMPLED)
 _RANDOM = int(getattr(TraceFlags, "RANDOM_TRACE_ID", 0))
+# Trace flags by (sampled, random trace id), as the SDK's tracer sets them.
+_FLAGS = {
+    (sampled, random): TraceFlags((_SAMPLED if sampled else 0) | (_RANDOM if random else 0))
+    for sampled in (False, True)
+    for random in (False, True)
+}
+# ``_Span.__init__``'s leading parameters, in the order `SpanStarter.start` passes them.
+_SPAN_PARAMETERS = (
+    "name",
+    "context",
+    "parent",
+    "sampler",
+    "trace_config",
+    "resource",
+    "attributes",
+    "events",
+    "links",
+    "kind",
+    "span_processor",
+    "instrumentation_info",
+    "record_exception",
+    "set_status_on_exception",
+    "limits",
+    "instrumentation_scope",
+)
+_RECORD_AND_SAMPLE = sampling.Decision.RECORD_AND_SAMPLE
+_DROP = sampling.Decision.DROP
 _INTERNAL = SpanKind.INTERNAL
 _PARENT_BASED_DEFAULTS = (
     ("_root", sampling.ALWAYS_ON),
@@ -75,7 +102,10 @@ class SpanStarter:
             return
         self._max_attributes = max_attributes
         self._default_sampler = _is_parent_based_always_on(tracer.sampler)
-        self._end_metrics = "record_end_metrics" in inspect.signature(_Span.__init__).parameters
+        parameters = list(inspect.signature(_Span.__init__).parameters)
+        if parameters[1 : len(_SPAN_PARAMETERS) + 1] != list(_SPAN_PARAMETERS):
+            return  # `start` passes these positionally
+        self._end_metrics = "record_end_metrics" in parameters
         self._fast = True
         if self_test and not _agrees(tracer):
             self._fast = False
@@ -88,51 +118,52 @@ class SpanStarter:
 
     def start(self, name: str, parent: Context, attributes: dict[str, AttributeValue]) -> Span:
         """Start an INTERNAL span named ``name`` under ``parent`` carrying ``attributes``."""
-        tracer = self._tracer
-        if not self._fast or not tracer._tracer_config.is_enabled:  # type: ignore[attr-defined]
-            return tracer.start_span(name, context=parent, attributes=attributes)
-        assert isinstance(tracer, Tracer)
+        tracer: Any = self._tracer  # an SDK `Tracer` whenever ``_fast`` (see __init__)
+        if not self._fast or not tracer._tracer_config.is_enabled:
+            return self._tracer.start_span(name, context=parent, attributes=attributes)
         parent_context: SpanContext | None = trace.get_current_span(parent).get_span_context()
-        assert parent_context is not None
-        if parent_context.is_valid:
+        if parent_context is not None and parent_context.is_valid:
             trace_id = parent_context.trace_id
-            random = _RANDOM & parent_context.trace_flags
+            random = bool(_RANDOM & parent_context.trace_flags)
         else:
             parent_context = None
             trace_id = tracer.id_generator.generate_trace_id()
-            random = _RANDOM if tracer.id_generator.is_trace_id_random() else 0
+            random = _RANDOM != 0 and tracer.id_generator.is_trace_id_random()
         if self._default_sampler:
             sampled = parent_context is None or parent_context.trace_flags.sampled
-            decision = sampling.Decision.RECORD_AND_SAMPLE if sampled else sampling.Decision.DROP
+            decision = _RECORD_AND_SAMPLE if sampled else _DROP
             trace_state = None if parent_context is None else parent_context.trace_state
         else:
             result = tracer.sampler.should_sample(parent, trace_id, name, _INTERNAL, attributes, ())
             decision, trace_state = result.decision, result.trace_state
-        sampled = decision is sampling.Decision.RECORD_AND_SAMPLE
-        flags = TraceFlags((_SAMPLED if sampled else 0) | random)
         context = SpanContext(
             trace_id,
             tracer.id_generator.generate_span_id(),
             is_remote=False,
-            trace_flags=flags,
+            trace_flags=_FLAGS[decision is _RECORD_AND_SAMPLE, random],
             trace_state=trace_state,
         )
         end_metrics = tracer._tracer_metrics.start_span(parent_context, decision)
-        if decision is sampling.Decision.DROP:
+        if decision is _DROP:
             return NonRecordingSpan(context)
-        extra: dict[str, Any] = {"record_end_metrics": end_metrics} if self._end_metrics else {}
         span = _Span(
-            name=name,
-            context=context,
-            parent=parent_context,
-            sampler=tracer.sampler,
-            resource=tracer.resource,
-            span_processor=tracer.span_processor,
-            kind=_INTERNAL,
-            instrumentation_info=tracer.instrumentation_info,
-            limits=tracer._span_limits,
-            instrumentation_scope=tracer._instrumentation_scope,
-            **extra,
+            name,
+            context,
+            parent_context,
+            tracer.sampler,
+            None,
+            tracer.resource,
+            None,
+            None,
+            (),
+            _INTERNAL,
+            tracer.span_processor,
+            tracer.instrumentation_info,
+            True,
+            True,
+            tracer._span_limits,
+            tracer._instrumentation_scope,
+            **({"record_end_metrics": end_metrics} if self._end_metrics else {}),
         )
         span._attributes._dict.update(attributes)  # type: ignore[union-attr]
         span.start(parent_context=parent)

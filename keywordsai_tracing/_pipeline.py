@@ -13,7 +13,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
 from opentelemetry import context as context_api
@@ -36,10 +36,10 @@ class Route:
     name: str | None = None
     filter_fn: SpanFilter | None = None
     exporter: Any = None  # kept for its counters
+    takes_all: bool = field(init=False)  # no name, no filter: every span
 
-    @property
-    def takes_all(self) -> bool:
-        return self.name is None and self.filter_fn is None
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "takes_all", self.name is None and self.filter_fn is None)
 
     @property
     def label(self) -> str:
