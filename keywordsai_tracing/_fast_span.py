@@ -117,7 +117,9 @@ class SpanStarter:
         return self._fast
 
     def start(self, name: str, parent: Context, attributes: dict[str, AttributeValue]) -> Span:
-        """Start an INTERNAL span named ``name`` under ``parent`` carrying ``attributes``."""
+        """Start an INTERNAL span named ``name`` under ``parent`` carrying ``attributes``.
+
+        The span takes ``attributes`` over: the caller must not use the dict again."""
         tracer: Any = self._tracer  # an SDK `Tracer` whenever ``_fast`` (see __init__)
         if not self._fast or not tracer._tracer_config.is_enabled:
             return self._tracer.start_span(name, context=parent, attributes=attributes)
@@ -165,7 +167,7 @@ class SpanStarter:
             tracer._instrumentation_scope,
             **({"record_end_metrics": end_metrics} if self._end_metrics else {}),
         )
-        span._attributes._dict.update(attributes)  # type: ignore[union-attr]
+        span._attributes._dict = attributes  # type: ignore[union-attr]
         span.start(parent_context=parent)
         return span
 
@@ -244,10 +246,10 @@ def _agrees(tracer: Tracer) -> bool:
         starter = SpanStarter(probe, self_test=False)
         attributes: dict[str, AttributeValue] = {"a": "text", "b": 7}
         root_context = Context()
-        fast_root = starter.start("root", root_context, attributes)
+        fast_root = starter.start("root", root_context, dict(attributes))
         slow_root = probe.start_span("root", context=root_context, attributes=attributes)
         child_parent = trace.set_span_in_context(slow_root, Context())
-        fast_child = starter.start("child", child_parent, attributes)
+        fast_child = starter.start("child", child_parent, dict(attributes))
         slow_child = probe.start_span("child", context=child_parent, attributes=attributes)
         starter.set_string(fast_child, "c", "out")
         slow_child.set_attribute("c", "out")

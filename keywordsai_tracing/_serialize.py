@@ -151,4 +151,15 @@ def to_json(value: Any, limit: int = MAX_PAYLOAD_CHARS) -> str:
 
 def inputs_to_json(args: tuple[Any, ...], kwargs: dict[str, Any]) -> str:
     """JSON of ``{"args": [...], "kwargs": {...}}`` as the incumbent sends it."""
+    if not kwargs and len(args) <= 8:  # scalar positional arguments: written directly
+        parts = []
+        for arg in args:
+            scalar = _SCALARS.get(type(arg))
+            if scalar is None:
+                break
+            parts.append(scalar(arg))
+        else:
+            return _truncate(
+                '{"args": [' + ", ".join(parts) + '], "kwargs": {}}', MAX_PAYLOAD_CHARS
+            )
     return to_json({"args": args, "kwargs": kwargs})
