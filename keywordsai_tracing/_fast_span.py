@@ -39,6 +39,8 @@ logger = logging.getLogger("keywordsai_tracing")
 AttributeValue = str | int
 # More attributes than any decorator span carries, with room for the user's own.
 _ATTRIBUTE_HEADROOM = 32
+# The context key under which OpenTelemetry keeps the current span (found, not imported).
+SPAN_KEY = next(iter(trace.set_span_in_context(trace.INVALID_SPAN, Context())))
 _SAMPLED = int(TraceFlags.SAMPLED)
 _RANDOM = int(getattr(TraceFlags, "RANDOM_TRACE_ID", 0))
 # Trace flags by (sampled, random trace id), as the SDK's tracer sets them.
@@ -123,7 +125,10 @@ class SpanStarter:
         tracer: Any = self._tracer  # an SDK `Tracer` whenever ``_fast`` (see __init__)
         if not self._fast or not tracer._tracer_config.is_enabled:
             return self._tracer.start_span(name, context=parent, attributes=attributes)
-        parent_context: SpanContext | None = trace.get_current_span(parent).get_span_context()
+        current = parent.get(SPAN_KEY)  # trace.get_current_span(parent), minus an ABC check
+        if type(current) is not _Span and not isinstance(current, Span):
+            current = trace.INVALID_SPAN
+        parent_context: SpanContext | None = current.get_span_context()
         if parent_context is not None and parent_context.is_valid:
             trace_id = parent_context.trace_id
             random = bool(_RANDOM & parent_context.trace_flags)

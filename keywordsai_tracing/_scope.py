@@ -12,18 +12,16 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from opentelemetry import context as context_api
-from opentelemetry import trace
 from opentelemetry.context import Context
 from opentelemetry.trace import Span, Status, StatusCode
 
 from . import _attributes as attrs
+from ._fast_span import SPAN_KEY
 from ._serialize import inputs_to_json, to_json
 from ._state import Runtime
 
 WORKFLOW_KINDS = frozenset({"workflow", "agent"})
 PATH_KINDS = frozenset({"task", "tool"})
-# The context key under which OpenTelemetry keeps the current span (found, not imported).
-_SPAN_KEY = next(iter(trace.set_span_in_context(trace.INVALID_SPAN, Context())))
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,7 +81,7 @@ class EntityScope:
             shown = args[1:] if spec.skip_first_arg else args
             attributes[attrs.ENTITY_INPUT] = inputs_to_json(shown, kwargs)
         self.span: Span = runtime.starter.start(spec.span_name, parent, attributes)
-        ours[_SPAN_KEY] = self.span  # as trace.set_span_in_context, in the same copy
+        ours[SPAN_KEY] = self.span  # as trace.set_span_in_context, in the same copy
         self.context = Context({**parent, **ours})
         self._token: object = None
 

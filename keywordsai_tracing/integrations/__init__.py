@@ -60,7 +60,7 @@ def apply_request_params(span: Span, parent_context: Context | None) -> None:
     """
     ctx = parent_context if parent_context is not None else context_api.get_current()
     attributes = ctx.get(REQUEST_PARAMS_KEY)
-    if not isinstance(attributes, Mapping) or not attributes:
+    if not attributes or not isinstance(attributes, Mapping):  # cheap test first: hot path
         return
     scope = span.instrumentation_scope
     decorated = scope is not None and scope.name == DECORATOR_TRACER_NAME
