@@ -125,6 +125,14 @@ def _plain_attributes(span: ReadableSpan) -> Mapping[str, Any] | None:
     return plain if type(plain) is dict else span.attributes
 
 
+def _has_any(span: ReadableSpan, private: str, public: str) -> bool:
+    """``bool(span.events)`` (or links) without building the tuple the property returns."""
+    raw = getattr(span, private, None)
+    if raw is not None:
+        return len(raw) > 0
+    return bool(getattr(span, public))
+
+
 def encode_span(span: ReadableSpan, q: Quote = encode_basestring) -> str:
     """One OTLP/JSON ``Span`` object as text; ``q`` quotes a string as JSON."""
     ctx = span.get_span_context()
@@ -151,7 +159,7 @@ def encode_span(span: ReadableSpan, q: Quote = encode_basestring) -> str:
         parts.append(',"name":' + q(span.name))
     parts.append(_attributes(_plain_attributes(span), q))
     parts.append(_dropped("droppedAttributesCount", span.dropped_attributes))
-    if span.events:
+    if _has_any(span, "_events", "events"):
         events = []
         for event in span.events:
             fields = [f'"timeUnixNano":"{event.timestamp}"'] if event.timestamp else []
@@ -165,7 +173,7 @@ def encode_span(span: ReadableSpan, q: Quote = encode_basestring) -> str:
             events.append("{" + ",".join(fields) + "}")
         parts.append(',"events":[' + ",".join(events) + "]")
     parts.append(_dropped("droppedEventsCount", span.dropped_events))
-    if span.links:
+    if _has_any(span, "_links", "links"):
         links = []
         for link in span.links:
             lctx = link.context
