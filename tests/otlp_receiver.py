@@ -66,13 +66,15 @@ _INT64 = re.compile(r"-?[0-9]+")
 @dataclass(frozen=True)
 class Fault:
     """How to answer one request: status/headers/body after ``delay`` seconds, or ``drop``
-    the connection without any response. ``body=None`` means the normal success body."""
+    the connection without any response. ``body=None`` means the normal success body.
+    ``hold``: answer only once this event is set (the request is recorded then)."""
 
     status: int = 200
     headers: Mapping[str, str] = field(default_factory=dict)
     body: bytes | None = None
     delay: float = 0.0
     drop: bool = False
+    hold: threading.Event | None = None
 
 
 def partial_success(rejected: int, message: str, *, protobuf: bool = False) -> Fault:
@@ -276,6 +278,12 @@ class OTLPReceiver:
             self._faults.extend(faults)
 
     @property
+    def script_left(self) -> int:
+        """Scripted faults not yet used (a request takes its fault as it arrives)."""
+        with self._cond:
+            return len(self._faults)
+
+    @property
     def url(self) -> str:
         """The full ``/v1/traces`` endpoint."""
         assert self._port, "receiver not started"
@@ -337,6 +345,9 @@ class OTLPReceiver:
             self.errors.append(f"{type(exc).__name__}: {exc}")
             status = 400
             fault = Fault(status=400, body=str(exc).encode())
+        # A threading.Event, polled: the test may set it from any thread or loop.
+        while fault.hold is not None and not fault.hold.is_set():  # noqa: ASYNC110
+            await asyncio.sleep(0.005)
         if fault.delay:
             await asyncio.sleep(fault.delay)
         peer = request.transport.get_extra_info("peername") if request.transport else None
