@@ -15,6 +15,10 @@ class AsyncSpanExporter(Protocol):
     ``aexport`` may be awaited on different event loops over the exporter's life (an
     application loop, then a private loop thread); resources bound to a loop (an aiohttp
     ``ClientSession``) are kept per loop and released by ``aclose`` on that loop.
+
+    An exporter whose ``aexport`` may run several times at once on one loop says so with
+    an integer attribute ``max_concurrent_exports`` (see `concurrent_exports`); without
+    it, the batch processor awaits one ``aexport`` at a time.
     """
 
     async def aexport(self, spans: Sequence[ReadableSpan], deadline: float | None = None) -> bool:
@@ -30,3 +34,12 @@ class AsyncSpanExporter(Protocol):
     def shutdown(self) -> None:
         """Thread-safe and idempotent: stop retrying, cut backoff sleeps short."""
         ...
+
+
+def concurrent_exports(exporter: object) -> int:
+    """How many ``aexport`` calls of ``exporter`` a processor may have in flight at once:
+    its ``max_concurrent_exports`` attribute if that is a positive integer, else 1."""
+    value = getattr(exporter, "max_concurrent_exports", 1)
+    if type(value) is not int or value < 1:
+        return 1
+    return value

@@ -278,7 +278,7 @@ class AsyncBatchSpanProcessor(SpanProcessor):
         worker.retired = worker.abandoned = True
         requeued = self._ledger.requeue(worker)
         if requeued:
-            logger.debug("Re-queued an unacknowledged batch of %d spans", requeued)
+            logger.debug("Re-queued %d unacknowledged spans", requeued)
         if worker.loop.is_closed():
             self._live.discard(worker)
 
@@ -428,7 +428,7 @@ class AsyncBatchSpanProcessor(SpanProcessor):
         inherited = [*self._live, *([self._worker] if self._worker else [])]
         for worker in inherited:
             worker.retired = worker.abandoned = True
-            worker.inflight = None
+            worker.inflight = []
         FORK_GRAVEYARD.append(inherited)
         self._lock = threading.Lock()
         self._worker = None

@@ -1,11 +1,15 @@
 """The span queue and its accounting: what was taken, what completed, who waits for a flush.
 
-Every span accepted into the queue has a position in one sequence. Batches leave the front
-of the queue in order and, because at most one export worker sends at a time (a successor
-first waits for, or abandons, its predecessor), complete in order too. So "everything
-accepted before this flush was handled" is simply ``done >= target`` where ``target`` was
-the number of spans accepted when the flush began; a batch cut off mid-export goes back to
-the front of the queue with its positions unchanged (at-least-once delivery).
+Every span accepted into the queue has a position in one sequence: the front of the queue
+is at position ``taken``. A batch leaves the front of the queue as a `Batch` that keeps the
+position of its first span. Several batches may be in flight at once and complete in any
+order, so the ledger keeps every unfinished batch (in flight, or put back for another
+try); the lowest position not yet completed is the smallest of their starts and
+``taken``. A flush waits for "everything accepted before it": it records ``target``, the
+number of spans accepted so far, and is done once that low mark reaches ``target``.
+
+A batch cut off mid-export (loop shutdown, an abandoned worker) is put back whole, with
+its position, and is taken again before the queue (at-least-once delivery).
 """
 
 from __future__ import annotations
@@ -38,11 +42,19 @@ class ProcessorStats:
     pending: int
 
 
+@dataclass(eq=False, slots=True)
+class Batch:
+    """Spans taken together; ``start`` is the position of the first one."""
+
+    start: int
+    spans: list[ReadableSpan]
+
+
 class Holder(Protocol):
     """The export worker state the ledger reads and writes under its lock."""
 
     retired: bool
-    inflight: list[ReadableSpan] | None
+    inflight: list[Batch]  # taken by this worker and not completed or put back
 
 
 @dataclass(slots=True)
@@ -60,13 +72,15 @@ class Ledger:
     queue: collections.deque[ReadableSpan]
     lock: threading.Lock
     drop_lock: threading.Lock
-    taken: int  # spans taken off the queue, net of those put back
+    taken: int  # spans taken off the queue (the position of its front)
     done: int  # spans whose export completed (delivered or failed)
     exported: int
     failed_spans: int
     failed_batches: int
     dropped: int
     flush_target: int  # highest target of any flush requested so far
+    _out: set[Batch]  # taken and not completed: in flight, or put back in ``_retry``
+    _retry: list[Batch]  # put back, by position; taken before the queue
     _waiters: list[Waiter]
 
     def __init__(self) -> None:
@@ -79,6 +93,8 @@ class Ledger:
         self.drop_lock = threading.Lock()
         self.taken = self.done = self.exported = 0
         self.failed_spans = self.failed_batches = self.dropped = self.flush_target = 0
+        self._out = set()
+        self._retry = []
         self._waiters = []
 
     def stats(self) -> ProcessorStats:
@@ -93,12 +109,16 @@ class Ledger:
                 pending=pending,
             )
 
+    def _low(self) -> int:
+        """Every span before this position completed (call with the lock held)."""
+        return min((batch.start for batch in self._out), default=self.taken)
+
     def add_waiter(self) -> Waiter:
         """Register a flush of everything accepted so far; already done if nothing pends."""
         future: concurrent.futures.Future[bool] = concurrent.futures.Future()
         with self.lock:
             waiter = Waiter(self.taken + len(self.queue), future)
-            if waiter.target <= self.done:
+            if waiter.target <= self._low():
                 future.set_result(True)
                 return waiter
             self.flush_target = max(self.flush_target, waiter.target)
@@ -117,52 +137,60 @@ class Ledger:
         for waiter in waiters:
             resolve(waiter.future, False)
 
-    def take(self, holder: Holder, limit: int, *, force: bool) -> list[ReadableSpan] | None:
-        """Pop the next batch for ``holder``: a full one, or any when forced or flushing."""
-        if holder.retired:
-            return None
+    def take(self, holder: Holder, limit: int, *, force: bool) -> Batch | None:
+        """The next batch for ``holder``: one put back, else a full one from the queue, or
+        any when forced or flushing."""
         with self.lock:
-            size = len(self.queue)
-            if holder.retired or size == 0:
+            if holder.retired:  # read under the lock: `requeue` may be abandoning it
                 return None
-            if size < limit and not force and self.taken >= self.flush_target:
-                return None
-            count = min(limit, size)
-            popleft = self.queue.popleft
-            batch = [popleft() for _ in range(count)]
-            self.taken += count
-            holder.inflight = batch
+            if self._retry:
+                batch = self._retry.pop(0)
+            else:
+                size = len(self.queue)
+                if size == 0:
+                    return None
+                if size < limit and not force and self.taken >= self.flush_target:
+                    return None
+                count = min(limit, size)
+                popleft = self.queue.popleft
+                batch = Batch(self.taken, [popleft() for _ in range(count)])
+                self.taken += count
+                self._out.add(batch)
+            holder.inflight.append(batch)
             return batch
 
     def requeue(self, holder: Holder) -> int:
-        """Put ``holder``'s unacknowledged batch back at the front; returns its size."""
+        """Put ``holder``'s unacknowledged batches back, to be taken first; returns how
+        many spans they hold."""
         with self.lock:
-            batch, holder.inflight = holder.inflight, None
-            if not batch:
+            batches, holder.inflight = holder.inflight, []
+            if not batches:
                 return 0
-            self.queue.extendleft(reversed(batch))
-            self.taken -= len(batch)
-            return len(batch)
+            self._retry = sorted([*self._retry, *batches], key=lambda batch: batch.start)
+            return sum(len(batch.spans) for batch in batches)
 
-    def complete(self, holder: Holder, batch: list[ReadableSpan], ok: bool) -> None:
-        """Record the outcome of ``batch``; ignored if it was taken from ``holder`` since."""
+    def complete(self, holder: Holder, batch: Batch, ok: bool) -> None:
+        """Record the outcome of ``batch``; ignored unless ``holder`` still holds it (it
+        was put back since, and will be sent again)."""
         with self.lock:
-            if holder.inflight is not batch:
+            if batch not in holder.inflight:
                 return
-            holder.inflight = None
-            start = self.done
-            self.done += len(batch)
+            holder.inflight.remove(batch)
+            self._out.discard(batch)
+            count = len(batch.spans)
+            self.done += count
             if ok:
-                self.exported += len(batch)
+                self.exported += count
             else:
-                self.failed_spans += len(batch)
+                self.failed_spans += count
                 self.failed_batches += 1
+            low = self._low()
             ready: list[Waiter] = []
             remaining: list[Waiter] = []
             for waiter in self._waiters:
-                if not ok and waiter.target > start:
+                if not ok and waiter.target > batch.start:
                     waiter.ok = False
-                (ready if waiter.target <= self.done else remaining).append(waiter)
+                (ready if waiter.target <= low else remaining).append(waiter)
             self._waiters = remaining
         for waiter in ready:
             resolve(waiter.future, waiter.ok)
@@ -176,5 +204,5 @@ class Ledger:
             return self.dropped
 
     def has_work(self) -> bool:
-        """Spans are queued, or some flush still waits."""
-        return bool(self.queue) or bool(self._waiters)
+        """Spans are queued or put back, or some flush still waits."""
+        return bool(self.queue) or bool(self._retry) or bool(self._waiters)

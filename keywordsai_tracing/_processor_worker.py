@@ -1,14 +1,18 @@
 """One export task on one event loop: the asyncio port of OpenTelemetry's batch worker.
 
 The task sleeps until the schedule delay passes or it is woken (a batch filled, a flush,
-retirement), then exports batches of at most ``max_export_batch_size`` spans, yielding to
-the loop between batches, each with instrumentation suppressed and a deadline.
+retirement, an export finished), then starts exports of batches of at most
+``max_export_batch_size`` spans, each in a task of its own, with instrumentation
+suppressed and a deadline. Up to the exporter's `concurrent_exports` of them are in
+flight at once: one POST round trip spans several turns of a busy loop, so with one
+batch at a time a flood of spans outgrows the queue while the export waits for replies.
+The batches complete in any order (the ledger keeps the flush accounting exact).
 
 When the loop shuts down (``asyncio.run`` and ``asyncio.Runner`` cancel every remaining
-task), the task catches the cancellation, ``uncancel()``s, puts a batch cut off
-mid-export back at the front of the queue, exports what is queued under a short deadline,
-closes the exporter's resources on this loop and hands over to the processor, which
-moves what is left to another loop.
+task), the task catches the cancellation, ``uncancel()``s, waits (briefly) for its
+exports to end, puts the batches they cut off back to be taken first, exports what is
+queued, one batch at a time under a short deadline, closes the exporter's resources on
+this loop and hands over to the processor, which moves what is left to another loop.
 """
 
 from __future__ import annotations
@@ -25,9 +29,9 @@ from opentelemetry.context import _SUPPRESS_INSTRUMENTATION_KEY, attach, detach,
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export import SpanExportResult
 
-from ._export_types import AsyncSpanExporter
+from ._export_types import AsyncSpanExporter, concurrent_exports
 from ._fair import export_pressure, exporting_alone
-from ._processor_ledger import Ledger
+from ._processor_ledger import Batch, Ledger
 from ._processor_util import RateLimitedWarning, await_future, logger, resolve
 
 # At loop shutdown, queued spans get at most this long (or export_timeout, if shorter).
@@ -85,10 +89,14 @@ class ExportWorker:
         self.event = asyncio.Event()  # bound to ``loop`` on first wait
         self.wake_pending = False
         self.retired = False  # take no further batch, exit soon
-        self.abandoned = False  # outcome of the in-flight batch is ignored (it was requeued)
-        self.inflight: list[ReadableSpan] | None = None
+        self.abandoned = False  # outcomes of batches in flight are ignored (they were put back)
+        self.inflight: list[Batch] = []  # the ledger's record of what this worker holds
+        self._limit = concurrent_exports(env.exporter)
+        # Export tasks in flight, each with the context it runs in (to close it in).
+        self._sending: dict[asyncio.Task[None], contextvars.Context] = {}
         self.finished: concurrent.futures.Future[None] = concurrent.futures.Future()
         self._timer_fired = False
+        self._force_owed = False  # the delay passed while every export slot was busy
         self._context = contextvars.Context()  # the task's own, empty: nothing leaks in
 
     def start(self) -> None:
@@ -121,12 +129,16 @@ class ExportWorker:
         self.wake()
 
     def close_abandoned(self) -> None:
-        """Finalise the coroutine of a task whose loop was closed without cancelling it."""
-        task = self.task
-        if task is not None and not task.done():
+        """Finalise the coroutines of tasks whose loop was closed without cancelling them."""
+        tasks = [*self._sending.items()]
+        if self.task is not None:
+            tasks.append((self.task, self._context))
+        for task, context in tasks:
+            if task.done():
+                continue
             try:
                 # In the task's context, so context tokens (ours, the exporter's) detach.
-                self._context.run(task.get_coro().close)
+                context.run(task.get_coro().close)
             except (RuntimeError, ValueError):
                 logger.debug("Could not close an abandoned export task", exc_info=True)
 
@@ -149,10 +161,9 @@ class ExportWorker:
 
     async def _serve(self) -> None:
         await self._await_predecessor(time.monotonic() + self.env.export_timeout)
-        while not self.retired:
+        while not self.retired or self._sending:
             fired = await self._sleep()
-            await self._export_batches(force_first=fired)  # takes nothing once retired
-            self._raise_if_cancelling()
+            self._start_exports(force_first=fired)  # takes nothing once retired
 
     async def _sleep(self) -> bool:
         """Wait for `wake` or the schedule delay; True if the delay passed."""
@@ -171,22 +182,44 @@ class ExportWorker:
         self._timer_fired = True
         self.event.set()
 
-    async def _export_batches(self, *, force_first: bool) -> None:
-        """Full batches (or anything a flush waits for); at least one after the delay."""
-        env, force = self.env, force_first
-        while (batch := env.ledger.take(self, env.max_export_batch_size, force=force)) is not None:
-            force = False
-            await self._export(batch, time.monotonic() + env.export_timeout, draining=False)
-            self._raise_if_cancelling()
-            await asyncio.sleep(0)  # let the application run between batches
+    def _start_exports(self, *, force_first: bool) -> None:
+        """Full batches (or anything a flush waits for); at least one after the delay
+        (once a slot is free, if none is)."""
+        env = self.env
+        force = self._force_owed = force_first or self._force_owed
+        while len(self._sending) < self._limit:
+            batch = env.ledger.take(self, env.max_export_batch_size, force=force)
+            self._force_owed = force = False
+            if batch is None:
+                return
+            context = contextvars.copy_context()  # of this task: its own, empty one
+            task = self.loop.create_task(self._send(batch), context=context)
+            task._log_destroy_pending = False  # type: ignore[attr-defined]  # see `start`
+            self._sending[task] = context
+            task.add_done_callback(self._sent)
+        # All slots busy: no wake-up needed until an export ends (it wakes this task).
+        self.wake_pending = True
 
-    async def _export(self, batch: list[ReadableSpan], deadline: float, *, draining: bool) -> bool:
+    async def _send(self, batch: Batch) -> None:
+        await self._export(batch, time.monotonic() + self.env.export_timeout, draining=False)
+        self._sent(None)  # at once: the done callback would come a loop turn later
+
+    def _sent(self, task: asyncio.Task[None] | None) -> None:
+        """An export task ended: free its slot and let the worker look at the queue."""
+        if task is None:
+            task = asyncio.current_task()
+        elif not task.cancelled() and task.exception() is not None:
+            logger.debug("Export task failed", exc_info=task.exception())
+        if self._sending.pop(task, None) is not None:  # type: ignore[arg-type]
+            self.event.set()
+
+    async def _export(self, batch: Batch, deadline: float, *, draining: bool) -> bool:
         """Send one batch; False if cut off at ``deadline`` while draining (requeued)."""
         token = attach(set_value(_SUPPRESS_INSTRUMENTATION_KEY, True))
         pressure = export_pressure.set(self.env.queue_fill)
         alone = exporting_alone.set(self.private)
         try:
-            ok = await self._call_exporter(batch, deadline)
+            ok = await self._call_exporter(batch.spans, deadline)
         except BaseException as exc:
             # A coroutine finalised by the garbage collector runs outside its context.
             if not isinstance(exc, GeneratorExit):
@@ -201,16 +234,10 @@ class ExportWorker:
             if draining:
                 self.env.ledger.requeue(self)
                 return False
-            self.env.timed_out(len(batch), self.env.export_timeout)
+            self.env.timed_out(len(batch.spans), self.env.export_timeout)
             ok = False
         self.env.ledger.complete(self, batch, ok)
         return True
-
-    def _raise_if_cancelling(self) -> None:
-        """Honour a cancellation an exporter swallowed (or the loop would never finish)."""
-        task = self.task
-        if task is not None and task.cancelling():
-            raise asyncio.CancelledError
 
     async def _call_exporter(self, batch: list[ReadableSpan], deadline: float) -> bool | None:
         """The exporter's verdict, or None when ``deadline`` cut it off."""
@@ -246,12 +273,13 @@ class ExportWorker:
         if task is not None:
             task.uncancel()
         env = self.env
-        env.ledger.requeue(self)  # cut off mid-export: send it again
-        env.mark_dying(self.loop)
-        if self.retired or env.closing():
-            return
         deadline = time.monotonic() + min(env.export_timeout, DRAIN_LIMIT)
         try:
+            await self._stop_sending(deadline)
+            env.ledger.requeue(self)  # cut off mid-export: send them again
+            env.mark_dying(self.loop)
+            if self.retired or env.closing():
+                return
             await self._await_predecessor(deadline)
             while time.monotonic() < deadline:
                 batch = env.ledger.take(self, env.max_export_batch_size, force=True)
@@ -261,7 +289,17 @@ class ExportWorker:
             if task is not None:
                 task.uncancel()
             env.ledger.requeue(self)
+            env.mark_dying(self.loop)
             logger.debug("Export at loop shutdown cancelled again; handing over")
+
+    async def _stop_sending(self, deadline: float) -> None:
+        """Cancel the exports in flight and wait until they end, at most until ``deadline``
+        (an exporter may swallow the cancellation; its late outcome is then ignored)."""
+        if not self._sending:
+            return
+        for task in self._sending:
+            task.cancel()
+        await asyncio.wait([*self._sending], timeout=max(0.0, deadline - time.monotonic()))
 
     async def _close_exporter(self) -> None:
         """Release what the exporter holds on this loop, bounded and never raising."""
