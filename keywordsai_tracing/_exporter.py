@@ -29,6 +29,9 @@ logger = logging.getLogger("keywordsai_tracing.exporter")
 
 _CONTENT_TYPES: Final = {"http/json": "application/json", "http/protobuf": "application/x-protobuf"}
 _BREAKER_THRESHOLD: Final = 3  # consecutive failed attempts: the collector is known down
+# Batches a processor may have in flight at once (the default transport keeps as many
+# connections): a POST round trip spans several turns of a busy event loop.
+CONCURRENT_EXPORTS: Final = 4
 
 
 @dataclass(frozen=True)
@@ -129,6 +132,8 @@ class OTLPHttpExporter:
     ``Authorization: Bearer ...`` and never logged or shown in ``repr``. ``headers`` are
     added to every request and may replace ``User-Agent``; ``Authorization`` (when
     ``api_key`` is given), ``Content-Type`` and ``Content-Encoding`` are always ours.
+    ``aexport`` may run up to ``max_concurrent_exports`` times at once (a batch processor
+    reads this attribute); an injected ``transport`` must allow as many requests at once.
     """
 
     def __init__(
@@ -145,6 +150,7 @@ class OTLPHttpExporter:
         retry_policy: RetryPolicy | None = None,
         slice_size: int = _otlp_json.SLICE_SIZE,
         log_interval: float = 60.0,
+        max_concurrent_exports: int = CONCURRENT_EXPORTS,
     ) -> None:
         if protocol not in _CONTENT_TYPES:
             raise ValueError(f"protocol: expected 'http/json' or 'http/protobuf', got {protocol!r}")
@@ -154,12 +160,20 @@ class OTLPHttpExporter:
             raise ValueError(f"timeout: expected a positive number, got {timeout!r}")
         if slice_size < 1:
             raise ValueError(f"slice_size: expected a positive integer, got {slice_size!r}")
+        if type(max_concurrent_exports) is not int or max_concurrent_exports < 1:
+            raise ValueError(
+                "max_concurrent_exports: expected a positive integer, "
+                f"got {max_concurrent_exports!r}"
+            )
         self.endpoint = endpoint
         self.protocol: Protocol = protocol
         self.compression: Compression = compression
         self.timeout = timeout
         self.filter_noise = filter_noise
-        self._transport: Transport = transport if transport is not None else AiohttpTransport()
+        self.max_concurrent_exports = max_concurrent_exports
+        self._transport: Transport = (
+            transport if transport is not None else AiohttpTransport(limit=max_concurrent_exports)
+        )
         self._policy = retry_policy if retry_policy is not None else RetryPolicy()
         self._slice_size = slice_size
         self._header_names = sorted(headers or {})

@@ -1,0 +1,217 @@
+"""Several export batches in flight at once: out-of-order completion, exact flushes,
+re-sending what loop shutdown cut off, and the exporter's say in how many run at once."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import Callable, Sequence
+from types import SimpleNamespace
+from typing import Any, cast
+
+import pytest
+from opentelemetry.sdk.trace import ReadableSpan
+
+from keywordsai_tracing._export_types import concurrent_exports
+from keywordsai_tracing._exporter import OTLPHttpExporter
+from keywordsai_tracing._processor import AsyncBatchSpanProcessor, ProcessorStats
+from keywordsai_tracing._processor_ledger import Ledger
+from tests.otlp_receiver import Fault, OTLPReceiver, otlp_receiver, threaded_otlp_receiver
+from tests.test_processor_support import RecordingExporter, end_spans, tracer_for, watching_logs
+
+__all__ = ["otlp_receiver", "threaded_otlp_receiver"]  # fixtures used below
+
+
+async def until(predicate: Callable[[], bool], timeout: float = 10.0) -> None:
+    """Poll ``predicate`` from a coroutine (without blocking the loop)."""
+    async with asyncio.timeout(timeout):
+        while not predicate():  # noqa: ASYNC110
+            await asyncio.sleep(0.005)
+
+
+def batching(url: str) -> AsyncBatchSpanProcessor:
+    exporter = OTLPHttpExporter(url, filter_noise=False)
+    return AsyncBatchSpanProcessor(
+        exporter, max_export_batch_size=2, schedule_delay=60, exit_flush_timeout=None
+    )
+
+
+def stats(exported: int, failed: int = 0, pending: int = 0) -> ProcessorStats:
+    return ProcessorStats(
+        queued=exported + failed + pending,
+        exported=exported,
+        dropped=0,
+        failed_batches=failed // 2,
+        failed_spans=failed,
+        pending=pending,
+    )
+
+
+@pytest.mark.asyncio
+async def test_a_flush_waits_for_an_earlier_batch_that_completes_after_later_ones(
+    otlp_receiver: OTLPReceiver,
+) -> None:
+    hold = threading.Event()
+    otlp_receiver.script(Fault(hold=hold))
+    processor = batching(otlp_receiver.url)
+    _, tracer = tracer_for(processor)
+    try:
+        with watching_logs() as logs:
+            first = end_spans(tracer, "first", 2)  # a full batch: its request is held
+            await until(lambda: otlp_receiver.script_left == 0)
+            flush = asyncio.create_task(processor.aflush(10))
+            await asyncio.sleep(0)  # registered: it waits for "first" only
+            later = end_spans(tracer, "later", 4)  # two more batches, answered at once
+            await until(lambda: processor.stats.exported == 4)
+            await asyncio.sleep(0)
+            assert not flush.done()
+            assert processor.stats == stats(exported=4, pending=2)
+            hold.set()
+            assert await flush
+            await processor.ashutdown(10)
+        logs.assert_clean()
+    finally:
+        hold.set()
+    assert [span.name for span in otlp_receiver.spans] == later + first
+    assert processor.stats == stats(exported=6)
+
+
+@pytest.mark.asyncio
+async def test_a_failed_batch_fails_the_flushes_that_wait_for_it_and_no_earlier_one(
+    otlp_receiver: OTLPReceiver,
+) -> None:
+    hold = threading.Event()
+    otlp_receiver.script(Fault(hold=hold), Fault(status=400))  # 400: not retried
+    processor = batching(otlp_receiver.url)
+    _, tracer = tracer_for(processor)
+    try:
+        end_spans(tracer, "first", 2)  # held, then delivered
+        await until(lambda: otlp_receiver.script_left == 1)
+        early = asyncio.create_task(processor.aflush(10))
+        await asyncio.sleep(0)  # registered: it waits for "first" only
+        end_spans(tracer, "second", 2)  # rejected while "first" is still held
+        late = asyncio.create_task(processor.aflush(10))  # waits for both batches
+        await until(lambda: processor.stats.failed_batches == 1)
+        assert not early.done()
+        assert not late.done()
+        hold.set()
+        assert await early
+        assert not await late
+        assert processor.stats == stats(exported=2, failed=2)
+        assert await processor.aflush(10)  # nothing pending any more
+    finally:
+        hold.set()
+        await processor.ashutdown(10)
+    assert [span.name for span in otlp_receiver.spans] == ["first-0", "first-1"]
+
+
+def test_batches_cut_off_in_flight_by_loop_shutdown_are_all_sent_again_in_order(
+    threaded_otlp_receiver: OTLPReceiver,
+) -> None:
+    receiver = threaded_otlp_receiver
+    hold = threading.Event()
+    receiver.script(*[Fault(hold=hold)] * 3)  # the first three requests never get an answer
+    processor = batching(receiver.url)
+    _, tracer = tracer_for(processor)
+
+    async def main() -> list[str]:
+        names = end_spans(tracer, "cut", 6)  # three batches, all in flight at once
+        await until(lambda: receiver.script_left == 0)
+        return names
+
+    try:
+        with watching_logs() as logs:
+            names = asyncio.run(main())  # shutdown cancels them; they go out again, in order
+            assert [span.name for span in receiver.spans] == names
+            assert processor.stats == stats(exported=6)
+            processor.shutdown(10_000)
+        logs.assert_clean()
+    finally:
+        hold.set()
+
+
+class _Counting(RecordingExporter):
+    """Counts how many exports run at once."""
+
+    def __init__(self, gate: threading.Event, limit: int | None) -> None:
+        super().__init__(gate)
+        if limit is not None:
+            self.max_concurrent_exports = limit
+        self.active = self.most = 0
+
+    async def aexport(self, spans: Sequence[ReadableSpan], deadline: float | None = None) -> bool:
+        self.active += 1
+        self.most = max(self.most, self.active)
+        try:
+            return await super().aexport(spans, deadline)
+        finally:
+            self.active -= 1
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize(("declared", "expected"), [(None, 1), (2, 2), (0, 1)])
+async def test_the_exporter_says_how_many_exports_may_run_at_once(
+    declared: int | None, expected: int
+) -> None:
+    gate = threading.Event()
+    exporter = _Counting(gate, declared)
+    processor = AsyncBatchSpanProcessor(
+        exporter, max_export_batch_size=1, schedule_delay=60, exit_flush_timeout=None
+    )
+    _, tracer = tracer_for(processor)
+    try:
+        names = end_spans(tracer, "one", 5)  # five batches of one
+        await until(lambda: exporter.active == expected)
+        for _ in range(5):
+            await asyncio.sleep(0)
+        assert exporter.active == expected
+        gate.set()
+        assert await processor.aflush(10)
+    finally:
+        gate.set()
+        await processor.ashutdown(10)
+    assert exporter.most == expected
+    assert sorted(exporter.names) == names
+
+
+@pytest.mark.parametrize("value", [0, -1, 1.5, True, "4"])
+def test_the_http_exporter_rejects_a_bad_max_concurrent_exports(value: Any) -> None:
+    with pytest.raises(ValueError, match="max_concurrent_exports"):
+        OTLPHttpExporter("http://127.0.0.1:1/v1/traces", max_concurrent_exports=value)
+    assert concurrent_exports(SimpleNamespace(max_concurrent_exports=value)) == 1
+
+
+def test_the_ledger_puts_back_batches_around_a_completed_one_with_their_positions() -> None:
+    ledger = Ledger()
+    worker = SimpleNamespace(retired=False, inflight=[])
+    spans = [cast(ReadableSpan, object()) for _ in range(8)]
+    ledger.queue.extend(spans[:6])
+    a, b, c = (ledger.take(worker, 2, force=False) for _ in range(3))
+    assert a is not None
+    assert b is not None
+    assert c is not None
+    first = ledger.add_waiter()  # spans 0-5
+    ledger.complete(worker, b, True)
+    assert ledger.requeue(worker) == 4  # a and c go back; b is done
+    ledger.complete(worker, a, True)  # a late answer to a batch put back: ignored
+    ledger.queue.extend(spans[6:])
+    second = ledger.add_waiter()  # spans 0-7
+    successor = SimpleNamespace(retired=False, inflight=[])
+    again = [ledger.take(successor, 2, force=False) for _ in range(3)]
+    assert [batch.spans if batch else None for batch in again] == [
+        spans[0:2],
+        spans[4:6],
+        spans[6:8],
+    ]
+    assert again[0] is a
+    assert again[1] is c
+    for batch in reversed(again):
+        assert not first.future.done()
+        assert batch is not None
+        ledger.complete(successor, batch, batch is not c)
+    assert first.future.result() is False  # c (spans 4-5) failed
+    assert second.future.result() is False
+    assert ledger.stats() == ProcessorStats(
+        queued=8, exported=6, dropped=0, failed_batches=1, failed_spans=2, pending=0
+    )
+    assert not ledger.has_work()
