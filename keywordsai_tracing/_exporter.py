@@ -125,6 +125,15 @@ def _set_done(waiter: asyncio.Future[None]) -> None:
         waiter.set_result(None)
 
 
+def _wake(waiters: list[tuple[asyncio.AbstractEventLoop, asyncio.Future[None]]]) -> None:
+    """Cut backoff sleeps short, on whichever loops they sleep."""
+    for loop, waiter in waiters:
+        try:
+            loop.call_soon_threadsafe(_set_done, waiter)
+        except RuntimeError:  # that loop is closed; nothing waits there any more
+            continue
+
+
 class OTLPHttpExporter:
     """Exports spans as OTLP/HTTP (JSON or protobuf) to ``endpoint`` on the running loop.
 
@@ -323,6 +332,10 @@ class OTLPHttpExporter:
     def _give_up(self, spans: list[ReadableSpan], kind: str, cause: str, attempt: int) -> bool:
         with self._lock:
             self._gave_up = True
+            waiters = list(self._waiters)
+        # Batches in flight alongside, asleep in backoff, try once more now and stop: the
+        # collector is known down, and a flush should not wait out their backoffs.
+        _wake(waiters)
         return self._fail(
             spans, f"gave up: {kind}", "%s; gave up after %d attempts", cause, attempt
         )
@@ -376,11 +389,7 @@ class OTLPHttpExporter:
         with self._lock:
             self._shutdown.set()
             waiters = list(self._waiters)
-        for loop, waiter in waiters:
-            try:
-                loop.call_soon_threadsafe(_set_done, waiter)
-            except RuntimeError:  # that loop is closed; nothing waits there any more
-                continue
+        _wake(waiters)
 
     async def aclose(self) -> None:
         """Close the transport's resources bound to the running loop (idempotent)."""

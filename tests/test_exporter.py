@@ -316,6 +316,24 @@ async def test_circuit_breaker_skips_the_final_try_when_the_collector_is_down(
 
 
 @pytest.mark.asyncio
+async def test_a_batch_giving_up_cuts_short_the_backoff_of_batches_in_flight_alongside(
+    otlp_receiver: OTLPReceiver,
+) -> None:
+    otlp_receiver.default = Fault(status=503, headers={"Retry-After": "100"})
+    async with exporting(otlp_receiver.url, timeout=500.0) as exporter:
+        waiting = asyncio.create_task(exporter.aexport(make_spans(1, prefix="waiting")))
+        await otlp_receiver.await_requests(1)
+        while not exporter._waiters:  # noqa: ASYNC110  (until it sleeps in its 100 s backoff)
+            await asyncio.sleep(0.005)
+        # Another batch, with a close deadline, gives up after its first attempt ...
+        assert await exporter.aexport(make_spans(1), time.monotonic() + 5) is False
+        # ... and the sleeping one tries once more at once, sees the collector down, stops.
+        assert await asyncio.wait_for(waiting, timeout=10) is False
+    assert len(otlp_receiver.requests) == 3
+    assert exporter.stats.retries == 1
+
+
+@pytest.mark.asyncio
 async def test_one_warning_per_cause_for_many_failing_batches(
     otlp_receiver: OTLPReceiver,
     caplog: pytest.LogCaptureFixture,
