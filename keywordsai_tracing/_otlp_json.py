@@ -10,9 +10,12 @@ loop between slices (`aencode`); `encode_json` joins the chunks in one go.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import logging
 import math
+import threading
+import weakref
 import zlib
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from json.encoder import encode_basestring
@@ -275,6 +278,25 @@ def iter_json(spans: Sequence[ReadableSpan], slice_size: int = SLICE_SIZE) -> It
         yield "".join(pieces).encode("utf-8", "backslashreplace")
 
 
+class _LoopLock(threading.local):
+    """One `asyncio.Lock` for the loop running on this thread (a new one per loop)."""
+
+    loop: weakref.ref[asyncio.AbstractEventLoop] | None = None
+    lock: asyncio.Lock | None = None
+
+    def get(self) -> asyncio.Lock:
+        loop = asyncio.get_running_loop()
+        if self.lock is None or self.loop is None or self.loop() is not loop:
+            self.loop, self.lock = weakref.ref(loop), asyncio.Lock()
+        return self.lock
+
+
+# Encodings on one loop take turns: each measures its fair share against the time the
+# rest of the loop ran, so encodings running side by side (several batches in flight)
+# would count each other's turns and all grow to the cap in the same pass of the loop.
+_encoding = _LoopLock()
+
+
 def encode_json(spans: Sequence[ReadableSpan]) -> bytes:
     """The whole OTLP/JSON request body at once."""
     return b"".join(iter_json(spans, max(len(spans), 1)))
@@ -289,7 +311,15 @@ async def aencode(
 ) -> bytes:
     """The request body for ``spans`` (optionally gzip-compressed), built in slices of
     ``slice_size`` spans; between slices it yields to the event loop as often as
-    `FairShare` says (short turns on a quiet loop, a fair share of CPU on a busy one)."""
+    `FairShare` says (short turns on a quiet loop, a fair share of CPU on a busy one).
+    One encoding at a time runs on a loop; others wait their turn."""
+    async with _encoding.get():
+        return await _aencode(spans, protobuf, gzip, slice_size)
+
+
+async def _aencode(
+    spans: Sequence[ReadableSpan], protobuf: bool, gzip: bool, slice_size: int
+) -> bytes:
     fair = FairShare()
     compressor = zlib.compressobj(6, zlib.DEFLATED, 31) if gzip else None  # 31: gzip framing
     out: list[bytes] = []
