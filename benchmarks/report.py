@@ -132,7 +132,9 @@ def section_cost(results: Results) -> list[str]:
         "an untimed flush, so no export runs during a round). Sustained: units back to back",
         "with the export running alongside (a thread for stock/incumbent, for ours its task",
         "or, in sync code, its private loop thread). Async: one coroutine awaiting units with",
-        "an `await asyncio.sleep(0)` between them (in the baseline too).",
+        "an `await asyncio.sleep(0)` between them (in the baseline too). In default mode",
+        "each contender runs three times, the contenders taking turns (so a slow spell of",
+        "the machine hits them alike); figures are the medians of the runs.",
         "",
         *table(header, rows),
     ]
@@ -192,7 +194,8 @@ def section_steady(results: Results, params: dict[str, Any]) -> list[str]:
         "",
         f"{params['producers']} coroutines end spans on schedule; the probe is a 1 ms",
         "`asyncio.sleep` (lag = how late it wakes). CPU = process CPU during the load.",
-        "With several runs per contender: medians, each run's p99 and delivery in brackets.",
+        "With several runs per contender (taking turns): medians, each run's p99 and",
+        "delivery in brackets.",
         "",
         *table(header, rows),
     ]

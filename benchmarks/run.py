@@ -73,7 +73,7 @@ SCENARIO_ROWS: dict[str, list[str]] = {
 }
 
 # scenario -> runs per contender in default mode (quick mode: one); numbers are medians
-REPEATS = {"steady": 3}
+REPEATS = {"cost_sync": 3, "cost_async": 3, "steady": 3}
 TIMEOUT_S = {"down": 150.0}
 DEFAULT_TIMEOUT_S = 120.0
 
@@ -188,11 +188,22 @@ def run_one(env: Environment, scenario: str, label: str) -> dict[str, Any]:
     return result
 
 
-def run_repeated(env: Environment, scenario: str, label: str) -> dict[str, Any]:
-    """`run_one` ``REPEATS`` times: the median of each number, each run's p99 kept."""
-    runs = [
-        run_one(env, scenario, label) for _ in range(1 if env.quick else REPEATS.get(scenario, 1))
-    ]
+def run_interleaved(env: Environment, scenario: str, labels: list[str]) -> dict[str, Any]:
+    """Each label's run ``REPEATS`` times, round-robin: a slow spell of this shared
+    machine then hits every contender alike. Returns label -> merged result."""
+    repeats = 1 if env.quick else REPEATS.get(scenario, 1)
+    runs: dict[str, list[dict[str, Any]]] = {label: [] for label in labels}
+    for _ in range(repeats):
+        for label in labels:
+            result = run_one(env, scenario, label)
+            runs[label].append(result)
+            status = result.get("error") or f"{result['wall_s']:.1f} s"
+            print(f"[bench] {scenario:<10} {label:<15} {status}", file=sys.stderr, flush=True)
+    return {label: _merge(label_runs) for label, label_runs in runs.items()}
+
+
+def _merge(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """The median of each number over the good runs; each run's p99 and delivery kept."""
     good = [run for run in runs if "error" not in run]
     if len(runs) == 1 or not good:
         return runs[0]
@@ -247,13 +258,8 @@ def main(argv: list[str] | None = None) -> int:
     ):
         env = Environment(receiver, Path(scratch), incumbent_python, note, dead_url(), args.quick)
         for scenario in args.scenarios:
-            for label in SCENARIO_ROWS[scenario]:
-                if label not in args.contenders:
-                    continue
-                result = run_repeated(env, scenario, label)
-                results.setdefault(scenario, {})[label] = result
-                status = result.get("error") or f"{result['wall_s']:.1f} s"
-                print(f"[bench] {scenario:<10} {label:<15} {status}", file=sys.stderr, flush=True)
+            labels = [label for label in SCENARIO_ROWS[scenario] if label in args.contenders]
+            results[scenario] = run_interleaved(env, scenario, labels)
     meta = {
         "mode": "quick" if args.quick else "default",
         "python": platform.python_version(),
