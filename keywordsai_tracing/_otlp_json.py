@@ -122,9 +122,12 @@ def _dropped(name: str, count: int) -> str:
 
 
 def _plain_attributes(span: ReadableSpan) -> Mapping[str, Any] | None:
-    """The span's attributes; the SDK's own dict when it is there (iterating the public
-    read-only view costs two Python-level calls per attribute)."""
-    plain = getattr(getattr(span, "_attributes", None), "_dict", None)
+    """The span's attributes; the dict behind them when there is one (iterating the
+    public read-only view of the SDK's container costs two Python calls per attribute)."""
+    held = getattr(span, "_attributes", None)
+    if type(held) is dict:  # see `_compact`
+        return held
+    plain = getattr(held, "_dict", None)
     return plain if type(plain) is dict else span.attributes
 
 

@@ -21,6 +21,7 @@ from opentelemetry.context import Context
 from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor
 
 from . import _attributes as attrs
+from ._compact import compact
 from .integrations import apply_request_params
 
 logger = logging.getLogger("keywordsai_tracing")
@@ -85,6 +86,7 @@ class Pipeline(SpanProcessor):
             span.set_attribute(attrs.PROCESSORS, str(processors))
 
     def on_end(self, span: ReadableSpan) -> None:
+        compact(span)
         if self._postprocess is not None:
             try:
                 self._postprocess(span)
