@@ -34,12 +34,10 @@ from opentelemetry.sdk.trace.export import SpanExporter
 from opentelemetry.trace import TraceFlags
 
 from ._export_types import AsyncSpanExporter
-from ._fork import FORK_GRAVEYARD
-from ._loop_thread import LoopThread
+from ._processor_host import WorkerHost
 from ._processor_ledger import Ledger, ProcessorStats
 from ._processor_sync import as_async_exporter
 from ._processor_util import RateLimitedWarning, await_future, check_limits, logger, positive
-from ._processor_worker import ExportWorker, WorkerEnv
 
 __all__ = ["AsyncBatchSpanProcessor", "ProcessorStats"]
 
@@ -47,9 +45,6 @@ _get_running_loop = asyncio._get_running_loop
 _get_ident = threading.get_ident
 _SAMPLED = TraceFlags.SAMPLED
 
-# "end": a span ended here; "async": an awaited flush on the running loop;
-# "block": a sync flush that will block this thread (and its running loop, if any).
-_Mode = Literal["end", "async", "block"]
 _AnyFuture = concurrent.futures.Future[Any]
 
 
@@ -87,28 +82,17 @@ class AsyncBatchSpanProcessor(SpanProcessor):
 
         self._ledger = Ledger()
         self._queue = self._ledger.queue  # alias for the hot path
-        self._lock = threading.Lock()  # guards binding: _worker, _live, _closing
-        self._worker: ExportWorker | None = None
-        self._live: set[ExportWorker] = set()  # strong references to unfinished tasks
-        self._dying: weakref.WeakSet[asyncio.AbstractEventLoop] = weakref.WeakSet()
-        self._loop_thread = LoopThread("keywordsai-export-loop")
-        self._shutdown = False  # no more spans accepted
-        self._closing = False  # workers are being stopped: no rebinding
-        self._drop_warning = RateLimitedWarning(
-            "Span queue full (max_queue_size=%d): %d spans dropped so far"
-        )
-        self._env = WorkerEnv(
-            ledger=self._ledger,
-            exporter=self._exporter,
+        self._host = WorkerHost(
+            self._ledger,
+            self._exporter,
             max_export_batch_size=self._max_export_batch_size,
             schedule_delay=self._schedule_delay,
             export_timeout=self._export_timeout,
-            on_exit=self._worker_exited,
-            abandon=self._abandon,
-            mark_dying=self._mark_dying,
-            shares_loop=self._shares_loop,
-            closing=lambda: self._closing,
             queue_fill=lambda: len(self._queue) / self._max_queue_size,
+        )
+        self._shutdown = False  # no more spans accepted
+        self._drop_warning = RateLimitedWarning(
+            "Span queue full (max_queue_size=%d): %d spans dropped so far"
         )
         self._atexit_hook: Callable[[], None] | None = None
         self._register_hooks()
@@ -131,7 +115,8 @@ class AsyncBatchSpanProcessor(SpanProcessor):
                 self._drop_warning(self._max_queue_size, dropped)
             return
         queue.append(span)
-        worker = self._worker
+        host = self._host
+        worker = host.worker
         # Fast unless: no worker, its loop closed, or a span ends on some other running loop.
         # (``_get_running_loop()`` is only asked off the owner's thread: on a thread running
         # a loop it costs a getpid() system call.)
@@ -140,12 +125,12 @@ class AsyncBatchSpanProcessor(SpanProcessor):
             or worker.loop.is_closed()
             or (worker.thread_id != _get_ident() and _get_running_loop() is not None)
         ):
-            worker = self._check_worker(worker, _get_running_loop())
+            worker = host.check(worker, _get_running_loop())
             if worker is None:
                 return
         if len(queue) >= self._max_export_batch_size and not worker.wake_pending:
             if not worker.private and not worker.loop.is_running():
-                worker = self._replace_stopped(worker)  # a loop stopped without closing
+                worker = host.replace_stopped(worker)  # a loop stopped without closing
             worker.wake()
 
     def force_flush(self, timeout_millis: int = 30000) -> bool:
@@ -194,125 +179,6 @@ class AsyncBatchSpanProcessor(SpanProcessor):
                 await await_future(future, _remaining(deadline))
         self._finish_shutdown()
 
-    # ----------------------------------------------------------------- binding
-
-    def _check_worker(
-        self, worker: ExportWorker | None, running: asyncio.AbstractEventLoop | None
-    ) -> ExportWorker | None:
-        if worker is not None and not self._unusable(worker, running, "end"):
-            return worker
-        return self._ensure_worker(running, "end")
-
-    def _replace_stopped(self, worker: ExportWorker) -> ExportWorker:
-        """A full batch waits on an application loop that is not running: move on (to the
-        running loop here, else the private thread); it comes back if that loop resumes."""
-        running = _get_running_loop()
-        replacement = self._ensure_worker(running, "async" if running is not None else "block")
-        return worker if replacement is None else replacement
-
-    def _can_host(self, loop: asyncio.AbstractEventLoop) -> bool:
-        return loop not in self._dying and not loop.is_closed()
-
-    def _unusable(
-        self, worker: ExportWorker | None, running: asyncio.AbstractEventLoop | None, mode: _Mode
-    ) -> bool:
-        """Whether ``worker`` cannot (or should no longer) export, seen from this thread."""
-        if worker is None or worker.retired:
-            return True
-        loop = worker.loop
-        if loop.is_closed():
-            return True
-        if loop is running:
-            return mode == "block"
-        if worker.private:
-            # Prefer the application's loop: it delivers the queue when it shuts down.
-            return mode == "end" and running is not None and self._can_host(running)
-        return mode != "end" and not loop.is_running()
-
-    def _ensure_worker(
-        self, running: asyncio.AbstractEventLoop | None, mode: _Mode
-    ) -> ExportWorker | None:
-        """The worker that exports from now on, replacing the current one if needed."""
-        abandoned: ExportWorker | None = None
-        with self._lock:
-            current = self._worker
-            if self._closing:
-                return current
-            if not self._unusable(current, running, mode):
-                return current
-            use_app = running is not None and mode != "block" and self._can_host(running)
-            if use_app and running is not None:
-                loop = running
-            else:
-                try:
-                    loop = self._loop_thread.ensure_started()
-                except RuntimeError:  # no new threads (interpreter exit on Python 3.12)
-                    logger.warning(
-                        "Cannot start the export thread; %d spans stay queued", len(self._queue)
-                    )
-                    return None
-            predecessor = current
-            if current is not None:
-                current.retired = True
-                if (
-                    (mode == "block" and current.loop is running)
-                    or current.loop.is_closed()
-                    or (not current.private and not current.loop.is_running())
-                ):
-                    self._abandon_locked(current)
-                    abandoned, predecessor = current, current.predecessor
-            worker = ExportWorker(self._env, loop, private=not use_app, predecessor=predecessor)
-            self._worker = worker
-            self._live.add(worker)
-        if abandoned is not None and abandoned.loop.is_closed():
-            abandoned.close_abandoned()
-        if predecessor is not None:
-            predecessor.wake()  # let it notice retirement
-        if use_app:
-            worker.start()
-        elif not self._loop_thread.call_soon(worker.start):
-            logger.warning("The private export loop is not available; spans stay queued")
-        return worker
-
-    def _abandon_locked(self, worker: ExportWorker) -> None:
-        worker.retired = worker.abandoned = True
-        requeued = self._ledger.requeue(worker)
-        if requeued:
-            logger.debug("Re-queued %d unacknowledged spans", requeued)
-        if worker.loop.is_closed():
-            self._live.discard(worker)
-
-    def _abandon(self, worker: ExportWorker) -> None:
-        with self._lock:
-            self._abandon_locked(worker)
-
-    def _shares_loop(self, worker: ExportWorker) -> bool:
-        """Another active worker uses ``worker``'s loop (it closes the exporter there)."""
-        with self._lock:
-            return any(
-                other is not worker and other.loop is worker.loop and not other.retired
-                for other in self._live
-            )
-
-    def _mark_dying(self, loop: asyncio.AbstractEventLoop) -> None:
-        try:
-            self._dying.add(loop)
-        except TypeError:  # a loop type without weak references
-            return
-
-    def _worker_exited(self, worker: ExportWorker) -> None:
-        """A worker ended: if it was the current one and work remains, hand it over."""
-        with self._lock:
-            self._live.discard(worker)
-            if self._worker is not worker:
-                return
-            self._worker = None
-            if self._closing or not self._ledger.has_work():
-                return
-        successor = self._ensure_worker(None, "block")
-        if successor is not None:
-            successor.wake()
-
     # ----------------------------------------------------------------- flush and shutdown
 
     def flush_past_blocked_loop(
@@ -324,7 +190,7 @@ class AsyncBatchSpanProcessor(SpanProcessor):
         if self._shutdown:
             return self._ledger.stats().pending == 0
         if loop is not None:
-            self._mark_dying(loop)
+            self._host.mark_dying(loop)
         deadline = time.monotonic() + max(0.0, timeout_millis / 1000)
         return self._flush_blocking(deadline, loop)
 
@@ -335,7 +201,7 @@ class AsyncBatchSpanProcessor(SpanProcessor):
         waiter = self._ledger.add_waiter()
         if not waiter.future.done():
             blocked = _get_running_loop() if running is False else running
-            worker = self._ensure_worker(blocked, "block")
+            worker = self._host.ensure(blocked, "block")
             if worker is None:
                 self._ledger.discard(waiter)
                 return False
@@ -351,7 +217,7 @@ class AsyncBatchSpanProcessor(SpanProcessor):
     async def _flush_async(self, deadline: float | None) -> bool:
         waiter = self._ledger.add_waiter()
         if not waiter.future.done():
-            worker = self._ensure_worker(asyncio.get_running_loop(), "async")
+            worker = self._host.ensure(asyncio.get_running_loop(), "async")
             if worker is None:
                 self._ledger.discard(waiter)
                 return False
@@ -364,7 +230,7 @@ class AsyncBatchSpanProcessor(SpanProcessor):
         return ok
 
     def _begin_shutdown(self) -> bool:
-        with self._lock:
+        with self._host.lock:
             if self._shutdown:
                 return False
             self._shutdown = True
@@ -381,9 +247,7 @@ class AsyncBatchSpanProcessor(SpanProcessor):
         """Stop steps, in order; each returns what to wait for before the next one."""
 
         def retire_worker() -> _AnyFuture | None:
-            with self._lock:
-                self._closing = True
-                worker, self._worker = self._worker, None
+            worker = self._host.close()
             if worker is None:
                 return None
             worker.retire()
@@ -391,7 +255,7 @@ class AsyncBatchSpanProcessor(SpanProcessor):
                 return None  # it runs on the loop this thread blocks; it ends when resumed
             return worker.finished
 
-        stages: list[Callable[[], _AnyFuture | None]] = [retire_worker, self._loop_thread.stop]
+        stages: list[Callable[[], _AnyFuture | None]] = [retire_worker, self._host.loop_thread.stop]
         if self._adapter is not None:
             stages.append(self._adapter.close)
         return stages
@@ -425,21 +289,10 @@ class AsyncBatchSpanProcessor(SpanProcessor):
 
     def _reinit_after_fork(self) -> None:
         """In a forked child: an empty queue and fresh machinery; nothing inherited runs."""
-        inherited = [*self._live, *([self._worker] if self._worker else [])]
-        for worker in inherited:
-            worker.retired = worker.abandoned = True
-            worker.inflight = []
-        FORK_GRAVEYARD.append(inherited)
-        self._lock = threading.Lock()
-        self._worker = None
-        self._live = set()
-        self._dying = weakref.WeakSet()
+        self._host.reset_after_fork()
         self._ledger.reset_after_fork()
         self._queue = self._ledger.queue
-        self._loop_thread.reset_after_fork()
         self._drop_warning.reset_after_fork()
-        self._env.timed_out.reset_after_fork()
-        self._env.raised.reset_after_fork()
         if self._adapter is not None:
             self._adapter.reset_after_fork()
 
