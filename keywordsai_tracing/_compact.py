@@ -9,7 +9,8 @@ several times a second. `compact` swaps those containers for what they hold: a p
 dict (of strings and numbers: not tracked) and empty tuples. `ReadableSpan` accepts
 exactly these (its constructor takes any mapping and sequences), so every public
 property reads the same; containers that dropped anything, or hold events or links, are
-left as they are.
+left as they are. The pipeline compacts a span after `span_postprocess_callback` ran, so
+the callback still gets the span exactly as the SDK made it.
 """
 
 from __future__ import annotations

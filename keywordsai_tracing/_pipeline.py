@@ -86,12 +86,12 @@ class Pipeline(SpanProcessor):
             span.set_attribute(attrs.PROCESSORS, str(processors))
 
     def on_end(self, span: ReadableSpan) -> None:
-        compact(span)
         if self._postprocess is not None:
             try:
                 self._postprocess(span)
             except Exception:
                 logger.exception("span_postprocess_callback raised; the span is still exported")
+        compact(span)  # after the callback: it gets the span exactly as the SDK made it
         for route in self._routes:
             try:
                 if route.takes_all or route.accepts(span):

@@ -112,3 +112,33 @@ def test_spans_reach_exporters_compacted_and_complete(
     assert without.attributes is not None
     assert without.attributes["traceloop.entity.name"] == "plain"
     assert without.events == ()
+
+
+def test_the_postprocess_callback_gets_the_span_as_the_sdk_made_it(
+    exporter: InMemorySpanExporter,
+) -> None:
+    seen: list[str] = []
+
+    def callback(span: ReadableSpan) -> None:
+        held: Any = span
+        seen.append(type(held._attributes).__name__)
+
+    telemetry = KeywordsAITelemetry(
+        custom_exporter=exporter,
+        is_batching_enabled=False,
+        instruments=set(),
+        span_postprocess_callback=callback,
+    )
+    try:
+
+        @task(name="step")
+        def step() -> int:
+            return 1
+
+        step()
+    finally:
+        telemetry.shutdown()
+    assert seen == ["BoundedAttributes"]
+    (span,) = exporter.get_finished_spans()
+    held: Any = span
+    assert type(held._attributes) is dict
