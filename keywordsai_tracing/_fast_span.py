@@ -8,8 +8,8 @@ default sampler (``ParentBased(ALWAYS_ON)``); the span, its ids, flags, trace st
 parent and processors are the SDK's own. It is used only where that is equivalent:
 
 - the tracer is an SDK tracer with the internals this module reads (checked once);
-- the sampler is one of the SDK's own (they add no attributes); any other sampler, or
-  span limits that would cut or drop our attributes, and every span takes the SDK path;
+- the sampler is one of the SDK's own (they add no attributes); with any other sampler,
+  or span limits that would cut or drop our attributes, every span takes the SDK path;
 - a self-test at construction starts a root and a child span both ways on a private
   provider and compares them; any difference (a future SDK changing its internals)
   switches the fast path off for good, with a DEBUG line.
