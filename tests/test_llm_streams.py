@@ -57,6 +57,35 @@ def _assert_partial_openai_span(exporter: InMemorySpanExporter) -> None:
     assert_in_entity(span, "chat", "ask")
 
 
+def _abandon(stream: Any, how: str) -> None:
+    """Read one chunk, then leave ``stream`` as ``how`` says: ``close`` it, leave a
+    ``with`` block around it, or ``drop`` it (to the garbage collector)."""
+    if how == "with":
+        with stream:
+            for _ in stream:
+                break
+        return
+    for _ in stream:
+        break
+    if how == "close":
+        stream.close()
+
+
+async def _aabandon(stream: Any, how: str) -> None:
+    """`_abandon` for async streams: ``close``, ``aclose``, ``async_with`` or ``drop``."""
+    if how == "async_with":
+        async with stream:
+            async for _ in stream:
+                break
+        return
+    async for _ in stream:
+        break
+    if how == "close":
+        await stream.close()
+    elif how == "aclose":
+        await stream.aclose()
+
+
 @pytest.mark.parametrize("how", ["close", "with", "drop"])
 def test_sync_openai_stream_abandoned_ends_span_and_releases_connection(
     exporter: InMemorySpanExporter, how: str
@@ -69,16 +98,9 @@ def test_sync_openai_stream_abandoned_ends_span_and_releases_connection(
         @task(name="ask")
         def ask() -> None:
             stream = client.chat.completions.create(model="m", messages=MESSAGES, stream=True)
+            _abandon(stream, how)
             if how == "with":
-                with stream:
-                    for _ in stream:
-                        break
                 assert named(exporter, "openai.chat"), "span ended on leaving the with block"
-                return
-            for _ in stream:
-                break
-            if how == "close":
-                stream.close()
 
         @workflow(name="chat")
         def chat() -> None:
@@ -104,17 +126,7 @@ async def test_async_openai_stream_abandoned_ends_span_and_releases_connection(
         @task(name="ask")
         async def ask() -> None:
             stream = await client.chat.completions.create(model="m", messages=MESSAGES, stream=True)
-            if how == "async_with":
-                async with stream:
-                    async for _ in stream:
-                        break
-                return
-            async for _ in stream:
-                break
-            if how == "close":
-                await stream.close()
-            elif how == "aclose":
-                await stream.aclose()
+            await _aabandon(stream, how)
 
         @workflow(name="chat")
         async def chat() -> None:
@@ -153,15 +165,7 @@ def test_sync_anthropic_stream_abandoned_releases_connection(
             stream: Any = client.messages.create(
                 model="c", max_tokens=50, messages=MESSAGES, stream=True
             )
-            if how == "with":
-                with stream:
-                    for _ in stream:
-                        break
-                return
-            for _ in stream:
-                break
-            if how == "close":
-                stream.close()
+            _abandon(stream, how)
 
         @workflow(name="chat")
         def chat() -> None:
@@ -189,15 +193,7 @@ async def test_async_anthropic_stream_abandoned_releases_connection(
             stream: Any = await client.messages.create(
                 model="c", max_tokens=50, messages=MESSAGES, stream=True
             )
-            if how == "async_with":
-                async with stream:
-                    async for _ in stream:
-                        break
-                return
-            async for _ in stream:
-                break
-            if how == "close":
-                await stream.close()
+            await _aabandon(stream, how)
 
         @workflow(name="chat")
         async def chat() -> None:
