@@ -23,8 +23,7 @@ class Flushable(Protocol):
 class Runtime:
     """What the active telemetry lends to decorators and the client."""
 
-    tracer: Tracer
-    starter: SpanStarter  # starts ``tracer``'s decorator spans
+    starter: SpanStarter  # starts the decorator spans
     manual_tracer: Tracer
     trace_content: bool
     owner: Flushable

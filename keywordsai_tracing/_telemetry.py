@@ -194,13 +194,11 @@ class KeywordsAITelemetry:
                 "(set KEYWORDSAI_API_KEY, or pass custom_exporter=)"
             )
         self._provider = _provider_for(settings)
-        tracer = self._provider.get_tracer(DECORATOR_TRACER_NAME, __version__)
-        starter = SpanStarter(tracer)
+        starter = SpanStarter(self._provider.get_tracer(DECORATOR_TRACER_NAME, __version__))
         with _lock:
             _active = self
             Dispatcher.active = self._pipeline
             _state.runtime = _state.Runtime(
-                tracer=tracer,
                 starter=starter,
                 manual_tracer=self._provider.get_tracer(MANUAL_TRACER_NAME, __version__),
                 trace_content=settings.trace_content,
