@@ -123,13 +123,22 @@ _SCALARS: dict[type, Callable[[Any], str]] = {
 }
 
 
-def _encode(value: Any) -> str:
-    """``_ENCODER.encode(value)``, for less."""
-    scalar = _SCALARS.get(type(value))
-    if scalar is not None:
-        return scalar(value)
+def _scalar(value: Any) -> str | None:
+    """JSON text of a str, int, bool, None or finite float (as the encoder writes it);
+    None for anything else."""
+    write = _SCALARS.get(type(value))
+    if write is not None:
+        return write(value)
     if type(value) is float and math.isfinite(value):
         return float.__repr__(value)
+    return None
+
+
+def _encode(value: Any) -> str:
+    """``_ENCODER.encode(value)``, for less."""
+    text = _scalar(value)
+    if text is not None:
+        return text
     if _make_c_encoder is None:
         return _ENCODER.encode(value)
     encoder = _make_c_encoder({}, _stand_in, _encode_str, None, ": ", ", ", False, False, True)
@@ -154,10 +163,10 @@ def inputs_to_json(args: tuple[Any, ...], kwargs: dict[str, Any]) -> str:
     if not kwargs and len(args) <= 8:  # scalar positional arguments: written directly
         parts = []
         for arg in args:
-            scalar = _SCALARS.get(type(arg))
-            if scalar is None:
+            text = _scalar(arg)
+            if text is None:
                 break
-            parts.append(scalar(arg))
+            parts.append(text)
         else:
             return _truncate(
                 '{"args": [' + ", ".join(parts) + '], "kwargs": {}}', MAX_PAYLOAD_CHARS

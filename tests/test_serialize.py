@@ -150,3 +150,24 @@ def test_unserialisable_arguments_never_reach_the_user(exporter: InMemorySpanExp
         assert takes(weird) is weird
     attrs = exporter.get_finished_spans()[0].attributes or {}
     assert json.loads(str(attrs["traceloop.entity.output"])) == "<unrepresentable BadRepr>"
+
+
+@pytest.mark.parametrize(
+    ("args", "kwargs"),
+    [
+        ((), {}),
+        ((1, -7, 10**30, True, False, None), {}),
+        (("plain", 'quo"te', "new\nline", "ünï", "\x00"), {}),
+        ((1.5, 0.1 + 0.2, -0.0, 1e300, float("nan"), float("inf"), float("-inf")), {}),
+        ((1,) * 9, {}),  # more than the written-directly path takes
+        ((1,), {"k": "v"}),
+        ((True, [1, "x"], {"a": 1.5}), {}),
+    ],
+)
+def test_inputs_and_outputs_match_the_json_encoder(
+    args: tuple[Any, ...], kwargs: dict[str, Any]
+) -> None:
+    encoder = json.JSONEncoder(default=str, ensure_ascii=False)
+    assert inputs_to_json(args, kwargs) == encoder.encode({"args": args, "kwargs": kwargs})
+    for value in (*args, *kwargs.values()):
+        assert to_json(value) == encoder.encode(value)
