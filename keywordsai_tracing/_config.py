@@ -9,6 +9,7 @@ bad environment values log a warning naming the variable and fall back to the de
 from __future__ import annotations
 
 import logging
+import math
 import os
 from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field
@@ -73,10 +74,10 @@ def _positive_number(kind: type[int] | type[float]) -> Callable[[Any], float]:
             raise _Invalid("expected a number")
         try:
             number = kind(value)
-        except (TypeError, ValueError):
+        except (TypeError, ValueError, OverflowError):
             raise _Invalid("expected a number") from None
-        if number <= 0:
-            raise _Invalid("expected a positive number")
+        if not number > 0 or not math.isfinite(number):
+            raise _Invalid("expected a finite positive number")
         return number
 
     return parse
@@ -152,6 +153,8 @@ SETTINGS: dict[str, _Setting] = {
     "sdk_disabled": _Setting(("OTEL_SDK_DISABLED",), False, _parse_bool),
     "filter_noise": _Setting(("KEYWORDSAI_FILTER_NOISE",), True, _parse_bool),
     "flush_on_sigterm": _Setting(("KEYWORDSAI_FLUSH_ON_SIGTERM",), True, _parse_bool),
+    # Seconds: the one budget for interpreter exit, SIGTERM and shutdown() without a timeout.
+    "shutdown_timeout": _Setting(("KEYWORDSAI_SHUTDOWN_TIMEOUT",), 5.0, _positive_number(float)),
     # A local exporter next to the configured one: "console", "jsonl:<path>".
     "local_exporter": _Setting(("KEYWORDSAI_EXPORTER",), None, _parse_exporter_spec),
     "protocol": _Setting(
@@ -291,6 +294,7 @@ class Settings:
     trace_content: bool
     filter_noise: bool
     flush_on_sigterm: bool
+    shutdown_timeout: float
     local_exporter: str | None
     protocol: Protocol
     compression: Compression
@@ -329,6 +333,7 @@ class Settings:
         trace_content: Any = None,
         filter_noise: Any = None,
         flush_on_sigterm: Any = None,
+        shutdown_timeout: Any = None,
         local_exporter: Any = None,
         protocol: Any = None,
         compression: Any = None,
@@ -382,6 +387,7 @@ class Settings:
             trace_content=get("trace_content", trace_content),
             filter_noise=get("filter_noise", filter_noise),
             flush_on_sigterm=get("flush_on_sigterm", flush_on_sigterm),
+            shutdown_timeout=get("shutdown_timeout", shutdown_timeout),
             local_exporter=get("local_exporter", local_exporter),
             protocol=get("protocol", protocol),
             compression=get("compression", compression),

@@ -1,19 +1,20 @@
-"""`OTLPHttpExporter`: KeywordsAI noise filter, OTLP encoding, POST with retries.
+"""`OTLPHttpExporter`: KeywordsAI noise filter, OTLP encoding, one POST per attempt.
 
 Encoding (`_otlp_json`), retry policy (`_retry`) and HTTP (`_transport`) are separate
-pieces; this module wires them together on the event loop that awaits `aexport`.
+pieces; this module wires them together on the event loop that awaits it. Driven by the
+export engine it is an `AttemptExporter`: ``aprepare`` filters and encodes a batch once,
+``asend`` makes one attempt and classifies the answer, and the engine runs the retries.
+``aexport`` does the whole job (retries included) for use on its own.
 """
 
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import json
 import logging
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
 from typing import Any, Final
 
 from opentelemetry import context
@@ -22,28 +23,16 @@ from opentelemetry.sdk.trace import ReadableSpan
 from . import _otlp_json
 from ._attributes import ENTITY_PATH, MANUAL_TRACER_NAME, SPAN_KIND
 from ._config import Compression, Protocol, Settings
+from ._export_types import Attempt, Prepared
 from ._retry import RetryPolicy, is_retryable
 from ._transport import USER_AGENT, AiohttpTransport, Response, Transport, TransportFailure
 
 logger = logging.getLogger("keywordsai_tracing.exporter")
 
 _CONTENT_TYPES: Final = {"http/json": "application/json", "http/protobuf": "application/x-protobuf"}
-_BREAKER_THRESHOLD: Final = 3  # consecutive failed attempts: the collector is known down
 # Batches a processor may have in flight at once (the default transport keeps as many
 # connections): a POST round trip spans several turns of a busy event loop.
 CONCURRENT_EXPORTS: Final = 4
-
-
-@dataclass(frozen=True)
-class ExporterStats:
-    """A snapshot of the exporter's counters."""
-
-    spans_exported: int = 0
-    spans_filtered: int = 0
-    batches_failed: int = 0
-    spans_failed: int = 0
-    retries: int = 0
-    spans_rejected: int = 0  # reported by the collector as a partial success
 
 
 class RateLimitedLog:
@@ -125,24 +114,16 @@ def _set_done(waiter: asyncio.Future[None]) -> None:
         waiter.set_result(None)
 
 
-def _wake(waiters: list[tuple[asyncio.AbstractEventLoop, asyncio.Future[None]]]) -> None:
-    """Cut backoff sleeps short, on whichever loops they sleep."""
-    for loop, waiter in waiters:
-        try:
-            loop.call_soon_threadsafe(_set_done, waiter)
-        except RuntimeError:  # that loop is closed; nothing waits there any more
-            continue
-
-
 class OTLPHttpExporter:
     """Exports spans as OTLP/HTTP (JSON or protobuf) to ``endpoint`` on the running loop.
 
-    ``timeout`` bounds one `aexport` (all attempts and backoff). ``api_key`` is sent as
-    ``Authorization: Bearer ...`` and never logged or shown in ``repr``. ``headers`` are
-    added to every request and may replace ``User-Agent``; ``Authorization`` (when
-    ``api_key`` is given), ``Content-Type`` and ``Content-Encoding`` are always ours.
-    ``aexport`` may run up to ``max_concurrent_exports`` times at once (a batch processor
-    reads this attribute); an injected ``transport`` must allow as many requests at once.
+    ``timeout`` bounds the time one batch may spend in attempts and backoff. ``api_key``
+    is sent as ``Authorization: Bearer ...`` and never logged or shown in ``repr``.
+    ``headers`` are added to every request and may replace ``User-Agent``;
+    ``Authorization`` (when ``api_key`` is given), ``Content-Type`` and
+    ``Content-Encoding`` are always ours. Up to ``max_concurrent_exports`` batches may be
+    sent at once (a batch processor reads this attribute); an injected ``transport``
+    must allow as many requests at once.
     """
 
     def __init__(
@@ -165,9 +146,9 @@ class OTLPHttpExporter:
             raise ValueError(f"protocol: expected 'http/json' or 'http/protobuf', got {protocol!r}")
         if compression not in ("gzip", "none"):
             raise ValueError(f"compression: expected 'gzip' or 'none', got {compression!r}")
-        if timeout <= 0:
+        if isinstance(timeout, bool) or not isinstance(timeout, int | float) or not timeout > 0:
             raise ValueError(f"timeout: expected a positive number, got {timeout!r}")
-        if slice_size < 1:
+        if type(slice_size) is not int or slice_size < 1:
             raise ValueError(f"slice_size: expected a positive integer, got {slice_size!r}")
         if type(max_concurrent_exports) is not int or max_concurrent_exports < 1:
             raise ValueError(
@@ -177,13 +158,13 @@ class OTLPHttpExporter:
         self.endpoint = endpoint
         self.protocol: Protocol = protocol
         self.compression: Compression = compression
-        self.timeout = timeout
+        self.timeout = float(timeout)
         self.filter_noise = filter_noise
         self.max_concurrent_exports = max_concurrent_exports
+        self.retry_policy = retry_policy if retry_policy is not None else RetryPolicy()
         self._transport: Transport = (
             transport if transport is not None else AiohttpTransport(limit=max_concurrent_exports)
         )
-        self._policy = retry_policy if retry_policy is not None else RetryPolicy()
         self._slice_size = slice_size
         self._header_names = sorted(headers or {})
         ours = {"Content-Type": _CONTENT_TYPES[protocol]}
@@ -196,9 +177,6 @@ class OTLPHttpExporter:
         self._lock = threading.Lock()
         self._shutdown = threading.Event()
         self._waiters: set[tuple[asyncio.AbstractEventLoop, asyncio.Future[None]]] = set()
-        self._consecutive_failures = 0
-        self._gave_up = False  # a batch exhausted its retries; none accepted since
-        self._stats = ExporterStats()
 
     @classmethod
     def from_settings(
@@ -223,27 +201,24 @@ class OTLPHttpExporter:
             f"filter_noise={self.filter_noise!r}, headers={self._header_names!r})"
         )
 
-    @property
-    def stats(self) -> ExporterStats:
-        """The counters so far (a frozen snapshot)."""
-        return self._stats
+    # -- the engine's side: one attempt at a time -----------------------------------------
 
-    @property
-    def collector_down(self) -> bool:
-        """True after several consecutive failed attempts (the circuit breaker is open)."""
-        return self._consecutive_failures >= _BREAKER_THRESHOLD
+    async def aprepare(self, spans: Sequence[ReadableSpan]) -> Prepared:
+        """Drop noise (if filtering) and encode the rest, yielding to the loop as it goes."""
+        kept = [span for span in spans if not is_noise(span)] if self.filter_noise else spans
+        filtered = len(spans) - len(kept)
+        if not kept:
+            return Prepared(b"", 0, filtered)
+        body = await _otlp_json.aencode(
+            kept,
+            protobuf=self.protocol == "http/protobuf",
+            gzip=self.compression == "gzip",
+            slice_size=self._slice_size,
+        )
+        return Prepared(body, len(kept), filtered)
 
-    def _count(self, **increments: int) -> None:
-        with self._lock:
-            current = self._stats
-            values = {k: getattr(current, k) + v for k, v in increments.items()}
-            self._stats = dataclasses.replace(current, **values)
-
-    async def aexport(self, spans: Sequence[ReadableSpan], deadline: float | None = None) -> bool:
-        """Filter, encode and deliver ``spans``; True when the collector accepted them.
-
-        Runs with instrumentation suppressed so the exporter's own request is never traced.
-        """
+    async def asend(self, prepared: Prepared, timeout: float) -> Attempt:
+        """POST ``prepared`` once within ``timeout`` seconds and say what came of it."""
         token = context.attach(
             context.set_value(
                 context._SUPPRESS_HTTP_INSTRUMENTATION_KEY,
@@ -252,119 +227,93 @@ class OTLPHttpExporter:
             )
         )
         try:
-            return await self._export(spans, deadline)
+            result = await self._transport.post(
+                self.endpoint, prepared.payload, self._headers, max(timeout, 0.001)
+            )
+        except Exception as exc:  # a broken injected transport: not worth retrying
+            cause = f"transport error {exc!r}"
+            self._warn.warning(f"transport: {type(exc).__name__}", "Export failed: %s", cause)
+            return Attempt(cause=cause)
         finally:
             context.detach(token)
+        if isinstance(result, TransportFailure):
+            return Attempt(
+                retry=True,
+                refused=result.kind == "refused",
+                cause=f"{result.kind} error posting to {self.endpoint}: {result.detail}",
+            )
+        if 200 <= result.status < 300:
+            rejected, message = _partial_success(result, self.protocol == "http/protobuf")
+            rejected = min(max(rejected, 0), prepared.sent)
+            if rejected or message:
+                self._warn.warning(
+                    f"partial: {message}",
+                    "Collector rejected %d of %d spans: %s",
+                    rejected,
+                    prepared.sent,
+                    message or "(no message)",
+                )
+            return Attempt(delivered=prepared.sent - rejected, rejected=rejected)
+        text = result.body[:200].decode("utf-8", "replace")
+        cause = f"{self.endpoint} responded HTTP {result.status}: {text!r}"
+        if not is_retryable(result.status):
+            self._warn.warning(
+                f"HTTP {result.status}",
+                "Collector rejected a batch of %d spans (not retried): %s",
+                prepared.sent,
+                cause,
+            )
+            return Attempt(rejected=prepared.sent, status=result.status, cause=cause)
+        return Attempt(
+            retry=True,
+            status=result.status,
+            retry_after=result.header("Retry-After"),
+            cause=cause,
+        )
 
-    async def _export(self, spans: Sequence[ReadableSpan], deadline: float | None) -> bool:
-        if self.filter_noise:
-            kept = [span for span in spans if not is_noise(span)]
-            if len(kept) != len(spans):
-                self._count(spans_filtered=len(spans) - len(kept))
-        else:
-            kept = list(spans)
-        if not kept:
-            return True
+    # -- on its own: the whole job ----------------------------------------------------------
+
+    async def aexport(self, spans: Sequence[ReadableSpan], deadline: float | None = None) -> bool:
+        """Filter, encode and deliver ``spans``, retrying within ``timeout`` (and
+        ``deadline``, a ``time.monotonic()`` instant); True when the collector accepted
+        them. Once `shutdown` is called, at most one more attempt is made."""
         end = time.monotonic() + self.timeout
         if deadline is not None:
             end = min(end, deadline)
         try:
-            body = await _otlp_json.aencode(
-                kept,
-                protobuf=self.protocol == "http/protobuf",
-                gzip=self.compression == "gzip",
-                slice_size=self._slice_size,
-            )
+            prepared = await self.aprepare(spans)
         except Exception as exc:
-            return self._fail(kept, f"encoding: {type(exc).__name__}", "could not encode: %r", exc)
-        return await self._deliver(kept, body, end)
-
-    async def _deliver(self, spans: list[ReadableSpan], body: bytes, end: float) -> bool:
-        attempt = 0
-        final_try = False  # once shut down: at most one more attempt, none if known down
-        cause = kind = ""
+            logger.warning("Could not encode %d spans: %r", len(spans), exc)
+            return False
+        if not prepared.sent:
+            return True
+        attempts = 0
         while True:
-            if self._shutdown.is_set():
-                if final_try or (attempt and self.collector_down):
-                    return self._fail(spans, "shutdown", "%s; not retried after shutdown", cause)
-                final_try = True
             remaining = end - time.monotonic()
-            if remaining <= 0 and attempt:
-                return self._give_up(spans, kind, cause, attempt)
             if remaining <= 0:
-                return self._fail(spans, "deadline", "export deadline passed before an attempt")
-            if attempt:
-                self._count(retries=1)
-            attempt += 1
-            try:
-                result = await self._transport.post(self.endpoint, body, self._headers, remaining)
-            except Exception as exc:  # a broken injected transport: do not retry
-                return self._fail(
-                    spans, f"transport: {type(exc).__name__}", "transport error %r", exc
-                )
-            if isinstance(result, Response):
-                if 200 <= result.status < 300:
-                    self._accepted(spans, result)
-                    return True
-                status, kind = result.status, f"HTTP {result.status}"
-                retry_after = result.header("Retry-After")
-            else:
-                status, kind, retry_after = None, result.kind, None
-            cause = self._describe(result)
-            if not is_retryable(status):
-                return self._fail(spans, kind, "%s (not retryable)", cause)
-            with self._lock:
-                self._consecutive_failures += 1
-                gave_up_before = self._gave_up
-            if gave_up_before:
-                # The last batch exhausted its retries and nothing got through since: one
-                # probe per batch until the collector answers, so an outage drains the
-                # queue in milliseconds instead of an export timeout per batch.
-                return self._fail(spans, kind, "%s; collector still down, not retried", cause)
+                return self._dropped(prepared, "export deadline passed", attempts)
+            attempt = await self.asend(prepared, remaining)
+            attempts += 1
+            if not attempt.retry:
+                return attempt.delivered > 0
             if self._shutdown.is_set():
-                continue  # the top of the loop decides on a final try
-            delay = self._policy.next_delay(attempt, status, end, retry_after)
+                return self._dropped(prepared, attempt.cause, attempts)
+            delay = self.retry_policy.next_delay(attempts, attempt.status, end, attempt.retry_after)
             if delay is None:
-                return self._give_up(spans, kind, cause, attempt)
-            logger.debug("Export attempt %d failed (%s); retrying in %.3fs", attempt, cause, delay)
+                return self._dropped(prepared, attempt.cause, attempts)
+            logger.debug(
+                "Export attempt %d failed (%s); retrying in %.3fs", attempts, attempt.cause, delay
+            )
             await self._sleep(delay)
 
-    def _give_up(self, spans: list[ReadableSpan], kind: str, cause: str, attempt: int) -> bool:
-        with self._lock:
-            self._gave_up = True
-            waiters = list(self._waiters)
-        # Batches in flight alongside, asleep in backoff, try once more now and stop: the
-        # collector is known down, and a flush should not wait out their backoffs.
-        _wake(waiters)
-        return self._fail(
-            spans, f"gave up: {kind}", "%s; gave up after %d attempts", cause, attempt
+    def _dropped(self, prepared: Prepared, cause: str, attempts: int) -> bool:
+        self._warn.warning(
+            f"gave up: {cause[:40]}",
+            "Dropped a batch of %d spans after %d attempts: %s",
+            prepared.sent,
+            attempts,
+            cause,
         )
-
-    def _describe(self, result: Response | TransportFailure) -> str:
-        if isinstance(result, TransportFailure):
-            return f"{result.kind} error posting to {self.endpoint}: {result.detail}"
-        text = result.body[:200].decode("utf-8", "replace")
-        return f"{self.endpoint} responded HTTP {result.status}: {text!r}"
-
-    def _accepted(self, spans: list[ReadableSpan], response: Response) -> None:
-        with self._lock:
-            self._consecutive_failures = 0
-            self._gave_up = False
-        rejected, message = _partial_success(response, self.protocol == "http/protobuf")
-        rejected = min(max(rejected, 0), len(spans))
-        if rejected or message:
-            self._warn.warning(
-                f"partial: {message}",
-                "Collector rejected %d of %d spans: %s",
-                rejected,
-                len(spans),
-                message or "(no message)",
-            )
-        self._count(spans_exported=len(spans) - rejected, spans_rejected=rejected)
-
-    def _fail(self, spans: list[ReadableSpan], cause: str, msg: str, *args: object) -> bool:
-        self._count(batches_failed=1, spans_failed=len(spans))
-        self._warn.warning(cause, "Dropped a batch of %d spans: " + msg, len(spans), *args)
         return False
 
     async def _sleep(self, delay: float) -> None:
@@ -385,11 +334,15 @@ class OTLPHttpExporter:
                 self._waiters.discard(entry)
 
     def shutdown(self) -> None:
-        """Stop retrying and wake every backoff sleep (thread-safe, idempotent)."""
+        """Stop `aexport`'s retries and wake its backoff sleeps (thread-safe, idempotent)."""
         with self._lock:
             self._shutdown.set()
             waiters = list(self._waiters)
-        _wake(waiters)
+        for loop, waiter in waiters:
+            try:
+                loop.call_soon_threadsafe(_set_done, waiter)
+            except RuntimeError:  # that loop is closed; nothing waits there any more
+                continue
 
     async def aclose(self) -> None:
         """Close the transport's resources bound to the running loop (idempotent)."""

@@ -2,17 +2,14 @@
 
 from __future__ import annotations
 
-import logging
+from typing import Any
 
 from opentelemetry.sdk.trace.export import SpanExporter
 
 from ._config import Settings
+from ._engine import AsyncBatchSpanProcessor, SimpleAsyncSpanProcessor
 from ._export_types import AsyncSpanExporter
 from ._exporter import OTLPHttpExporter
-from ._processor import AsyncBatchSpanProcessor
-from ._processor_simple import SimpleAsyncSpanProcessor
-
-logger = logging.getLogger("keywordsai_tracing")
 
 ExportProcessor = AsyncBatchSpanProcessor | SimpleAsyncSpanProcessor
 
@@ -27,18 +24,22 @@ def default_exporter(settings: Settings) -> SpanExporter | AsyncSpanExporter | N
     return None
 
 
-def export_processor(
-    exporter: SpanExporter | AsyncSpanExporter, batching: bool, settings: Settings
-) -> ExportProcessor:
-    """The asyncio-native processor that takes spans to ``exporter``."""
+def export_processor(exporter: Any, batching: bool, settings: Settings) -> ExportProcessor:
+    """The asyncio-native processor that takes spans to ``exporter``. Its exit is the
+    telemetry's to manage (one budget for every destination), so it has no exit hook."""
+    timeout_millis = settings.batch_timeout * 1000
     if not batching:
         return SimpleAsyncSpanProcessor(
-            exporter, max_queue_size=settings.max_queue_size, export_timeout=settings.batch_timeout
+            exporter,
+            max_queue_size=settings.max_queue_size,
+            export_timeout_millis=timeout_millis,
+            exit_flush_timeout=None,
         )
     return AsyncBatchSpanProcessor(
         exporter,
         max_queue_size=settings.max_queue_size,
+        schedule_delay_millis=settings.schedule_delay * 1000,
         max_export_batch_size=min(settings.max_export_batch_size, settings.max_queue_size),
-        schedule_delay=settings.schedule_delay,
-        export_timeout=settings.batch_timeout,
+        export_timeout_millis=timeout_millis,
+        exit_flush_timeout=None,
     )

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -27,6 +28,8 @@ from .integrations import apply_request_params
 logger = logging.getLogger("keywordsai_tracing")
 
 SpanFilter = Callable[[ReadableSpan], bool]
+# Past a shutdown's budget, how long a route's shutdown may still take to return.
+_STOP_GRACE = 0.5
 
 
 @dataclass(frozen=True, slots=True)
@@ -132,16 +135,37 @@ class Pipeline(SpanProcessor):
         results = await asyncio.gather(*(_aflush(route, timeout) for route in self._routes))
         return all(results)
 
-    def shutdown(self, timeout_millis: int = 30_000) -> None:
-        deadline = time.monotonic() + timeout_millis / 1000
-        for route in self._routes:
+    def shutdown(self, timeout_millis: int = 30_000, *, at_exit: bool = False) -> None:
+        """Shut every route down within one budget, the routes side by side (a collector
+        that hangs must not use up a local exporter's time). ``at_exit``: the interpreter
+        is exiting, no application loop runs again."""
+
+        def stop(route: Route) -> None:
+            processor = route.processor
             try:
-                if isinstance(route.processor, _AsyncCapable):
-                    route.processor.shutdown(_millis_until(deadline))
+                exit_hook = getattr(processor, "shutdown_at_exit", None)
+                if at_exit and exit_hook is not None:
+                    exit_hook(_millis_until(deadline))
+                elif isinstance(processor, _AsyncCapable):
+                    processor.shutdown(_millis_until(deadline))
                 else:
-                    route.processor.shutdown()
+                    processor.shutdown()
             except Exception:
                 logger.exception("Shutting down %s failed", route.label)
+
+        deadline = time.monotonic() + timeout_millis / 1000
+        if len(self._routes) < 2:
+            for route in self._routes:
+                stop(route)
+            return
+        threads = [
+            threading.Thread(target=stop, args=(route,), name="keywordsai-shutdown", daemon=True)
+            for route in self._routes
+        ]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(max(0.0, deadline - time.monotonic()) + _STOP_GRACE)
 
     async def ashutdown(self, timeout: float) -> None:
         """Shut every route down concurrently without blocking the running loop."""

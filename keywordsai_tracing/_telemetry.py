@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import atexit
 import logging
+import math
 import threading
 import weakref
 from collections.abc import Callable
@@ -130,6 +131,7 @@ class KeywordsAITelemetry:
         trace_content: bool | None = None,
         filter_noise: bool | None = None,
         flush_on_sigterm: bool | None = None,
+        shutdown_timeout: float | None = None,
         local_exporter: str | None = None,
         protocol: str | None = None,
         compression: str | None = None,
@@ -154,6 +156,7 @@ class KeywordsAITelemetry:
             trace_content=trace_content,
             filter_noise=filter_noise,
             flush_on_sigterm=flush_on_sigterm,
+            shutdown_timeout=shutdown_timeout,
             local_exporter=local_exporter,
             protocol=protocol,
             compression=compression,
@@ -171,7 +174,7 @@ class KeywordsAITelemetry:
         self._pipeline = Pipeline(settings.span_postprocess_callback)
         self._provider: SDKTracerProvider | None = None
         self._sigterm = SigtermFlush(
-            self._pipeline.flush_past_blocked_loop, min(settings.batch_timeout, 5.0)
+            self._pipeline.flush_past_blocked_loop, settings.shutdown_timeout
         )
         global _active
         with _lock:
@@ -241,7 +244,7 @@ class KeywordsAITelemetry:
     @property
     def stats(self) -> TelemetryStats:
         """The SDK's own counters: queued, exported, dropped, failed, retries, ..."""
-        return collect((route.processor, route.exporter) for route in self._pipeline.routes)
+        return collect(route.processor for route in self._pipeline.routes)
 
     def _make_processor(self, exporter: Any, batching: bool | None) -> SpanProcessor:
         use_batching = self._settings.is_batching_enabled if batching is None else batching
@@ -274,10 +277,11 @@ class KeywordsAITelemetry:
     # -- lifecycle -----------------------------------------------------------------------
 
     def flush(self, timeout: float | None = None) -> bool:
-        """Export every span ended so far; True when all were delivered in time."""
+        """Wait until every span ended so far is delivered or dropped (``timeout``
+        seconds, default 30); True only if all were delivered."""
         if not self.is_enabled or self._closed:
             return True
-        ok = self._pipeline.force_flush(int(self._timeout(timeout) * 1000))
+        ok = self._pipeline.force_flush(int(self._timeout(timeout, "flush") * 1000))
         self._report("flush", ok)
         return ok
 
@@ -285,7 +289,7 @@ class KeywordsAITelemetry:
         """`flush` for async code: awaits delivery without blocking the event loop."""
         if not self.is_enabled or self._closed:
             return True
-        ok = await self._pipeline.aflush(self._timeout(timeout))
+        ok = await self._pipeline.aflush(self._timeout(timeout, "flush"))
         self._report("aflush", ok)
         return ok
 
@@ -293,19 +297,28 @@ class KeywordsAITelemetry:
         """Counters at DEBUG; spans lost to a full queue since the last report at WARNING."""
         stats = self.stats
         logger.debug("%s: delivered=%s %s", what, delivered, stats)
-        dropped, self._dropped_reported = stats.dropped - self._dropped_reported, stats.dropped
+        full = stats.queue_full
+        dropped, self._dropped_reported = full - self._dropped_reported, full
         if dropped > 0:
             logger.warning(
                 "%d spans were dropped because the export queue was full (%d in all); "
                 "raise max_queue_size or OTEL_BSP_MAX_QUEUE_SIZE",
                 dropped,
-                stats.dropped,
+                full,
             )
 
-    def _timeout(self, timeout: float | None) -> float:
+    def _timeout(self, timeout: float | None, what: str) -> float:
+        """``timeout`` checked, or the default: ``OTEL_BSP_EXPORT_TIMEOUT`` (30 s) for a
+        flush, ``shutdown_timeout`` (5 s) for a shutdown."""
         if timeout is None:
-            return self._settings.batch_timeout
-        if isinstance(timeout, bool) or not isinstance(timeout, int | float) or timeout < 0:
+            settings = self._settings
+            return settings.batch_timeout if what == "flush" else settings.shutdown_timeout
+        if (
+            isinstance(timeout, bool)
+            or not isinstance(timeout, int | float)
+            or not timeout >= 0
+            or not math.isfinite(timeout)
+        ):
             raise ValueError(f"timeout: expected a non-negative number, got {timeout!r}")
         return float(timeout)
 
@@ -327,20 +340,27 @@ class KeywordsAITelemetry:
         return True
 
     def shutdown(self, timeout: float | None = None) -> None:
-        """Flush, stop exporting, and remove instrumentation. Idempotent.
-
-        Called from a coroutine this blocks its event loop until the queue is delivered
-        (or ``timeout`` passes): async code should ``await ashutdown()``.
-        """
+        """Deliver what is pending within ``timeout`` seconds (default ``shutdown_timeout``,
+        5 s), then stop exporting and remove instrumentation; what is left is counted as
+        dropped. Idempotent. From a coroutine this blocks its event loop: async code
+        should ``await ashutdown()``."""
+        budget = self._timeout(timeout, "shutdown")
         if self._close():
-            self._pipeline.shutdown(int(self._timeout(timeout) * 1000))
+            self._pipeline.shutdown(int(budget * 1000))
             self._report("shutdown")
 
     async def ashutdown(self, timeout: float | None = None) -> None:
         """`shutdown` for async code: awaits delivery without blocking the event loop."""
+        budget = self._timeout(timeout, "shutdown")
         if self._close():
-            await self._pipeline.ashutdown(self._timeout(timeout))
+            await self._pipeline.ashutdown(budget)
             self._report("ashutdown")
+
+    def _shutdown_at_exit(self) -> None:
+        """Interpreter exit: deliver within ``shutdown_timeout``, from the private thread."""
+        if self._close():
+            self._pipeline.shutdown(int(self._settings.shutdown_timeout * 1000), at_exit=True)
+            self._report("exit")
 
     def __enter__(self) -> KeywordsAITelemetry:
         return self
@@ -375,7 +395,7 @@ def _retire(previous: KeywordsAITelemetry) -> None:
     if previous._close():  # stops its spans now; its queue drains in the background
         threading.Thread(
             target=previous._pipeline.shutdown,
-            args=(int(previous._settings.batch_timeout * 1000),),
+            args=(int(previous._settings.shutdown_timeout * 1000),),
             name="keywordsai-retire",
             daemon=True,
         ).start()
@@ -384,7 +404,7 @@ def _retire(previous: KeywordsAITelemetry) -> None:
 def _shutdown_active() -> None:
     telemetry = _active
     if telemetry is not None:
-        telemetry.shutdown()
+        telemetry._shutdown_at_exit()
 
 
 atexit.register(_shutdown_active)

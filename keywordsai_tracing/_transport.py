@@ -58,9 +58,10 @@ class Response:
 
 @dataclass(frozen=True)
 class TransportFailure:
-    """No response: the connection failed or the request timed out (retryable)."""
+    """No response: the connection failed (``refused``: nothing listens there) or the
+    request timed out (retryable)."""
 
-    kind: Literal["connection", "timeout"]
+    kind: Literal["connection", "refused", "timeout"]
     detail: str
 
 
@@ -206,7 +207,11 @@ class AiohttpTransport:
         except TimeoutError as exc:
             return TransportFailure("timeout", f"no response within {timeout:.3g}s ({exc!r})")
         except (aiohttp.ClientError, OSError) as exc:
-            return TransportFailure("connection", f"{type(exc).__name__}: {exc}")
+            cause = getattr(exc, "os_error", exc)
+            kind: Literal["connection", "refused"] = (
+                "refused" if isinstance(cause, ConnectionRefusedError) else "connection"
+            )
+            return TransportFailure(kind, f"{type(exc).__name__}: {exc}")
 
     async def aclose(self) -> None:
         """Close the running loop's session (and forget sessions of closed loops)."""

@@ -1,10 +1,10 @@
 """The asyncio-native span processors, for any OpenTelemetry ``TracerProvider``.
 
-`AsyncBatchSpanProcessor` batches ended spans and exports them from a task on the
-application's event loop (or a private loop thread when none runs), delivering its queue
-when a loop shuts down; `SimpleAsyncSpanProcessor` hands each span over as it ends. Both
-wrap any ``SpanExporter`` (its ``export()`` runs off the loop) or an async exporter such
-as `keywordsai_tracing.exporters.OTLPHttpExporter`::
+`AsyncBatchSpanProcessor` is a drop-in for OpenTelemetry's ``BatchSpanProcessor`` (same
+arguments, same ``OTEL_BSP_*`` defaults, any exporter it takes) that exports from a task
+on the application's event loop (or a private loop thread when none runs), delivers what
+is queued when a loop shuts down, and counts where every span is (`ProcessorStats`);
+`SimpleAsyncSpanProcessor` hands each span over as it ends::
 
     from opentelemetry.sdk.trace import TracerProvider
     from keywordsai_tracing.exporters import OTLPHttpExporter
@@ -16,8 +16,6 @@ as `keywordsai_tracing.exporters.OTLPHttpExporter`::
     )
 """
 
-from ._processor import AsyncBatchSpanProcessor
-from ._processor_ledger import ProcessorStats
-from ._processor_simple import SimpleAsyncSpanProcessor
+from ._engine import AsyncBatchSpanProcessor, ProcessorStats, SimpleAsyncSpanProcessor
 
 __all__ = ["AsyncBatchSpanProcessor", "ProcessorStats", "SimpleAsyncSpanProcessor"]

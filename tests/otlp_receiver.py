@@ -43,7 +43,7 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
 )
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue
 
-from keywordsai_tracing._loop_thread import LoopThread
+from keywordsai_tracing._engine.loop_thread import LoopThread
 
 __all__ = [
     "Fault",

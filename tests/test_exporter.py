@@ -28,7 +28,7 @@ from keywordsai_tracing._attributes import (
 )
 from keywordsai_tracing._config import Settings
 from keywordsai_tracing._export_types import AsyncSpanExporter
-from keywordsai_tracing._exporter import ExporterStats, OTLPHttpExporter, RateLimitedLog
+from keywordsai_tracing._exporter import OTLPHttpExporter, RateLimitedLog
 from keywordsai_tracing._retry import RetryPolicy
 from keywordsai_tracing._transport import AiohttpTransport, Response, TransportFailure
 from keywordsai_tracing._version import __version__
@@ -97,7 +97,6 @@ async def test_delivers_json_with_auth_user_agent_and_custom_headers(
     assert otlp_receiver.spans[0].attributes == {SPAN_KIND: "task"}
     assert otlp_receiver.spans[0].resource["service.name"] == "exporter-tests"
     assert otlp_receiver.errors == []
-    assert exporter.stats == ExporterStats(spans_exported=3)
 
 
 @pytest.mark.asyncio
@@ -131,7 +130,6 @@ async def test_retries_503_until_accepted(otlp_receiver: OTLPReceiver) -> None:
         assert await exporter.aexport(make_spans(2))
     assert [r.status for r in otlp_receiver.requests] == [503, 503, 200]
     assert len(otlp_receiver.spans) == 2
-    assert exporter.stats == ExporterStats(spans_exported=2, retries=2)
 
 
 @pytest.mark.asyncio
@@ -149,7 +147,6 @@ async def test_429_waits_at_least_retry_after(
         waited = time.monotonic() - started
     assert waited >= 0.95
     assert [r.status for r in otlp_receiver.requests] == [429, 200]
-    assert exporter.stats.retries == 1
 
 
 @pytest.mark.asyncio
@@ -157,7 +154,6 @@ async def test_slow_collector_within_timeout_is_fine(otlp_receiver: OTLPReceiver
     otlp_receiver.script(Fault(delay=0.3))
     async with exporting(otlp_receiver.url, timeout=10.0) as exporter:
         assert await exporter.aexport(make_spans(2))
-    assert exporter.stats == ExporterStats(spans_exported=2)
 
 
 @pytest.mark.asyncio
@@ -170,9 +166,6 @@ async def test_collector_slower_than_the_timeout_fails_the_batch(
         started = time.monotonic()
         assert await exporter.aexport(make_spans(4)) is False
         assert time.monotonic() - started < 4.0  # bounded by the timeout, not the collector
-    assert exporter.stats.batches_failed == 1
-    assert exporter.stats.spans_failed == 4
-    assert exporter.stats.spans_exported == 0
     assert any("timeout" in m for m in warnings_logged(caplog))
 
 
@@ -183,7 +176,6 @@ async def test_dropped_connections_are_retried(otlp_receiver: OTLPReceiver) -> N
         assert await exporter.aexport(make_spans(3))
     assert [r.status for r in otlp_receiver.requests] == [0, 0, 200]
     assert len(otlp_receiver.spans) == 3
-    assert exporter.stats == ExporterStats(spans_exported=3, retries=2)
 
 
 @pytest.mark.asyncio
@@ -195,7 +187,6 @@ async def test_400_is_dropped_without_retry(
     async with exporting(otlp_receiver.url) as exporter:
         assert await exporter.aexport(make_spans(5)) is False
     assert len(otlp_receiver.requests) == 1
-    assert exporter.stats == ExporterStats(batches_failed=1, spans_failed=5)
     [message] = warnings_logged(caplog)
     assert "HTTP 400" in message
     assert "bad request body" in message
@@ -212,7 +203,6 @@ async def test_partial_success_is_logged_not_retried(
     async with exporting(otlp_receiver.url, protocol=protocol) as exporter:
         assert await exporter.aexport(make_spans(5)) is True
     assert len(otlp_receiver.requests) == 1
-    assert exporter.stats == ExporterStats(spans_exported=3, spans_rejected=2)
     [message] = warnings_logged(caplog)
     assert "rejected 2 of 5" in message
     assert "two spans too big" in message
@@ -224,13 +214,8 @@ async def test_collector_not_listening_fails_within_the_timeout(
 ) -> None:
     async with exporting(not_listening_url(), timeout=0.5) as exporter:
         assert await exporter.aexport(make_spans(2)) is False
-    stats = exporter.stats
-    assert stats.batches_failed == 1
-    assert stats.spans_failed == 2
-    assert stats.retries >= 1
-    assert exporter.collector_down
     [message] = warnings_logged(caplog)
-    assert "connection" in message
+    assert "refused" in message
 
 
 @pytest.mark.asyncio
@@ -249,7 +234,6 @@ async def test_noise_filter_keeps_entities_and_manual_spans(
     async with exporting(otlp_receiver.url) as exporter:
         assert await exporter.aexport(batch)
     assert sorted(s.name for s in otlp_receiver.spans) == ["kind-0", "manual-0", "path-0"]
-    assert exporter.stats == ExporterStats(spans_exported=3, spans_filtered=3)
 
 
 @pytest.mark.asyncio
@@ -265,7 +249,6 @@ async def test_all_noise_sends_nothing(otlp_receiver: OTLPReceiver) -> None:
         assert await exporter.aexport(make_spans(4, {}))
         assert await exporter.aexport([])
     assert otlp_receiver.requests == []
-    assert exporter.stats == ExporterStats(spans_filtered=4)
 
 
 @pytest.mark.asyncio
@@ -292,45 +275,6 @@ async def test_after_shutdown_at_most_one_try(otlp_receiver: OTLPReceiver) -> No
         exporter.shutdown()
         assert await exporter.aexport(make_spans(1)) is False
     assert len(otlp_receiver.requests) == 1
-    assert exporter.stats.retries == 0
-
-
-@pytest.mark.asyncio
-async def test_circuit_breaker_skips_the_final_try_when_the_collector_is_down(
-    otlp_receiver: OTLPReceiver,
-) -> None:
-    # Three 503s, then a Retry-After beyond the export timeout: gives up, known down.
-    otlp_receiver.script(*[Fault(status=503)] * 3)
-    otlp_receiver.default = Fault(status=503, headers={"Retry-After": "100"})
-    async with exporting(otlp_receiver.url, timeout=50.0) as exporter:
-        assert await exporter.aexport(make_spans(1)) is False
-        assert exporter.collector_down
-        sent = len(otlp_receiver.requests)
-        otlp_receiver.default = Fault(status=503, headers={"Retry-After": "20"})
-        task = asyncio.create_task(exporter.aexport(make_spans(1)))
-        await otlp_receiver.await_requests(sent + 1)
-        await asyncio.sleep(0.05)  # now in the 20 s backoff
-        exporter.shutdown()
-        assert await asyncio.wait_for(task, timeout=10) is False
-    assert len(otlp_receiver.requests) == sent + 1  # no final try once known down
-
-
-@pytest.mark.asyncio
-async def test_a_batch_giving_up_cuts_short_the_backoff_of_batches_in_flight_alongside(
-    otlp_receiver: OTLPReceiver,
-) -> None:
-    otlp_receiver.default = Fault(status=503, headers={"Retry-After": "100"})
-    async with exporting(otlp_receiver.url, timeout=500.0) as exporter:
-        waiting = asyncio.create_task(exporter.aexport(make_spans(1, prefix="waiting")))
-        await otlp_receiver.await_requests(1)
-        while not exporter._waiters:  # noqa: ASYNC110  (until it sleeps in its 100 s backoff)
-            await asyncio.sleep(0.005)
-        # Another batch, with a close deadline, gives up after its first attempt ...
-        assert await exporter.aexport(make_spans(1), time.monotonic() + 5) is False
-        # ... and the sleeping one tries once more at once, sees the collector down, stops.
-        assert await asyncio.wait_for(waiting, timeout=10) is False
-    assert len(otlp_receiver.requests) == 3
-    assert exporter.stats.retries == 1
 
 
 @pytest.mark.asyncio
@@ -345,8 +289,6 @@ async def test_one_warning_per_cause_for_many_failing_batches(
         otlp_receiver.default = Fault(status=413)
         for _ in range(5):
             assert await exporter.aexport(make_spans(10)) is False
-    assert exporter.stats.batches_failed == 30
-    assert exporter.stats.spans_failed == 300
     messages = warnings_logged(caplog)
     assert len(messages) == 2
     assert "HTTP 400" in messages[0]
@@ -420,7 +362,6 @@ async def test_a_broken_transport_never_raises() -> None:
 
     exporter = OTLPHttpExporter("http://127.0.0.1:9/v1/traces", transport=Broken())
     assert await exporter.aexport(make_spans(2)) is False
-    assert exporter.stats == ExporterStats(batches_failed=1, spans_failed=2)
 
 
 @pytest.mark.asyncio
@@ -443,7 +384,6 @@ async def test_past_deadline_sends_nothing(otlp_receiver: OTLPReceiver) -> None:
     async with exporting(otlp_receiver.url) as exporter:
         assert await exporter.aexport(make_spans(1), deadline=time.monotonic() - 1) is False
     assert otlp_receiver.requests == []
-    assert exporter.stats.spans_failed == 1
 
 
 @pytest.mark.asyncio
@@ -584,29 +524,7 @@ async def test_transport_maps_timeouts_and_connection_errors(
     assert isinstance(slow, TransportFailure)
     assert slow.kind == "timeout"
     assert isinstance(refused, TransportFailure)
-    assert refused.kind == "connection"
+    assert refused.kind == "refused"
     assert isinstance(ok, Response)
     assert ok.status == 200
     assert ok.header("content-type") == "application/json"
-
-
-@pytest.mark.asyncio
-async def test_after_a_batch_gives_up_later_batches_get_one_probe_until_recovery(
-    otlp_receiver: OTLPReceiver,
-) -> None:
-    otlp_receiver.default = Fault(status=503)
-    async with exporting(otlp_receiver.url, timeout=0.5) as exporter:
-        assert not await exporter.aexport(make_spans(2))  # retries until its timeout
-        retries = exporter.stats.retries
-        assert retries >= 1
-        requests = len(otlp_receiver.requests)
-        for _ in range(5):  # the outage goes on: one request per batch, no backoff
-            assert not await exporter.aexport(make_spans(2))
-        assert len(otlp_receiver.requests) == requests + 5
-        assert exporter.stats.retries == retries
-        otlp_receiver.default = Fault()  # recovery: the probe succeeds
-        assert await exporter.aexport(make_spans(2))
-        otlp_receiver.script(Fault(status=503))
-        assert await exporter.aexport(make_spans(2))  # retried again: the breaker closed
-        assert exporter.stats.retries == retries + 1
-        assert exporter.stats.spans_exported == 4

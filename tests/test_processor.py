@@ -15,7 +15,7 @@ from opentelemetry.sdk.trace.export import SpanExportResult
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.sdk.trace.sampling import Decision, Sampler, SamplingResult
 
-from keywordsai_tracing._processor import AsyncBatchSpanProcessor, ProcessorStats
+from keywordsai_tracing._engine import AsyncBatchSpanProcessor, ProcessorStats
 from tests.test_processor_support import (
     Processors,
     RecordingExporter,
@@ -44,10 +44,10 @@ def processors() -> Iterator[Processors]:
         ({"max_queue_size": True}, "max_queue_size"),
         ({"max_export_batch_size": -1}, "max_export_batch_size"),
         ({"max_queue_size": 10, "max_export_batch_size": 11}, "max_export_batch_size"),
-        ({"schedule_delay": 0}, "schedule_delay"),
-        ({"schedule_delay": float("nan")}, "schedule_delay"),
-        ({"export_timeout": float("inf")}, "export_timeout"),
-        ({"export_timeout": "30"}, "export_timeout"),
+        ({"schedule_delay_millis": 0}, "schedule_delay_millis"),
+        ({"schedule_delay_millis": float("nan")}, "schedule_delay_millis"),
+        ({"export_timeout_millis": float("inf")}, "export_timeout_millis"),
+        ({"export_timeout_millis": "30"}, "export_timeout_millis"),
         ({"exit_flush_timeout": -1.0}, "exit_flush_timeout"),
     ],
 )
@@ -59,7 +59,7 @@ def test_invalid_parameters_raise_value_error_naming_them(
 
 
 def test_exporter_of_wrong_type_raises_type_error() -> None:
-    with pytest.raises(TypeError, match="exporter"):
+    with pytest.raises(TypeError, match="span_exporter"):
         AsyncBatchSpanProcessor(object())  # type: ignore[arg-type]
 
 
@@ -68,7 +68,7 @@ async def test_spans_ended_in_a_coroutine_are_exported_by_a_task_on_that_loop(
     processors: Processors,
 ) -> None:
     exporter = RecordingExporter()
-    processor = processors.make(exporter, max_export_batch_size=4, schedule_delay=60)
+    processor = processors.make(exporter, max_export_batch_size=4, schedule_delay_millis=60_000)
     _, tracer = tracer_for(processor)
     names = end_spans(tracer, "coro", 10)
     await asyncio.sleep(0.05)  # two full batches go out without a flush
@@ -79,14 +79,14 @@ async def test_spans_ended_in_a_coroutine_are_exported_by_a_task_on_that_loop(
     assert {call.loop for call in exporter.calls} == {loop}
     assert {call.thread for call in exporter.calls} == {threading.current_thread().name}
     assert all(call.suppressed for call in exporter.calls)
-    assert processor.stats == ProcessorStats(10, 10, 0, 0, 0, 0)
+    assert processor.stats == ProcessorStats(ended=10, delivered=10)
 
 
 def test_a_sync_script_exports_from_the_private_loop_thread(
     processors: Processors,
 ) -> None:
     exporter = RecordingExporter()
-    processor = processors.make(exporter, schedule_delay=0.05)
+    processor = processors.make(exporter, schedule_delay_millis=50)
     _, tracer = tracer_for(processor)
     names = end_spans(tracer, "sync", 5)
     assert wait_until(lambda: exporter.names == names)  # the schedule delay, no flush
@@ -112,7 +112,7 @@ def test_spans_not_sampled_are_ignored(processors: Processors) -> None:
     end_spans(provider.get_tracer("t"), "unsampled", 3)
     assert processor.force_flush(5000)
     assert exporter.names == []
-    assert processor.stats.queued == 0
+    assert processor.stats.ended == 0
 
 
 def test_a_sync_exporter_runs_in_its_own_thread_with_instrumentation_suppressed(
@@ -136,7 +136,7 @@ async def test_flush_from_another_thread_waits_for_the_owning_loop(
     processors: Processors,
 ) -> None:
     exporter = RecordingExporter()
-    processor = processors.make(exporter, schedule_delay=60)
+    processor = processors.make(exporter, schedule_delay_millis=60_000)
     _, tracer = tracer_for(processor)
     names = end_spans(tracer, "x", 5)
     results: list[bool] = []
@@ -154,7 +154,7 @@ async def test_flush_waits_for_a_batch_already_in_flight(
 ) -> None:
     gate = threading.Event()
     exporter = RecordingExporter(gate)
-    processor = processors.make(exporter, max_export_batch_size=2, schedule_delay=60)
+    processor = processors.make(exporter, max_export_batch_size=2, schedule_delay_millis=60_000)
     _, tracer = tracer_for(processor)
     end_spans(tracer, "f", 2)
     await asyncio.sleep(0.05)
@@ -170,7 +170,7 @@ def test_aflush_from_another_loop_in_another_thread(
     processors: Processors,
 ) -> None:
     exporter = RecordingExporter()
-    processor = processors.make(exporter, schedule_delay=60)
+    processor = processors.make(exporter, schedule_delay_millis=60_000)
     _, tracer = tracer_for(processor)
     names = end_spans(tracer, "other", 4)  # owned by the private thread
     assert asyncio.run(processor.aflush(10))
@@ -189,7 +189,7 @@ def test_flush_returns_false_when_a_batch_fails(
     _, tracer = tracer_for(processor)
     end_spans(tracer, "bad", 3)
     assert not processor.force_flush(5000)
-    assert processor.stats == ProcessorStats(3, 0, 0, 1, 3, 0)
+    assert processor.stats == ProcessorStats(ended=3, dropped=3, failed=3)
     assert processor.force_flush(5000)  # nothing pending any more
 
 
@@ -207,11 +207,12 @@ def test_a_full_queue_drops_counts_and_warns_once(
         gate.set()
         assert processor.force_flush(10_000)
     stats = processor.stats
-    assert stats.dropped == 30
-    assert stats.exported == 15 == len(exporter.names)
+    assert stats.dropped == stats.queue_full == 30
+    assert stats.delivered == 15 == len(exporter.names)
+    assert stats.ended == 45
     warnings = logs.warnings(PROCESSOR_LOGGER)
     assert len(warnings) == 1
-    assert "dropped" in warnings[0].getMessage()
+    assert "Span queue full" in warnings[0].getMessage()
 
 
 @pytest.mark.asyncio
@@ -219,7 +220,7 @@ async def test_a_slow_sync_exporter_does_not_block_the_loop(
     processors: Processors,
 ) -> None:
     exporter = SyncRecordingExporter(delay=1.0)
-    processor = processors.make(exporter, max_export_batch_size=2, schedule_delay=60)
+    processor = processors.make(exporter, max_export_batch_size=2, schedule_delay_millis=60_000)
     _, tracer = tracer_for(processor)
     lags: list[float] = []
 
@@ -254,8 +255,9 @@ def test_shutdown_is_idempotent_and_bounded_when_the_exporter_hangs(
     processor.shutdown(timeout_millis=300)
     assert time.monotonic() - started < 0.1
     end_spans(tracer, "late", 2)
-    assert processor.stats.queued == 3  # spans ending after shutdown are ignored
-    assert not processor.force_flush(100)
+    # The hung batch was cut off when the budget ran out; spans ending later are counted.
+    assert processor.stats == ProcessorStats(ended=5, dropped=5, deadline=3, after_shutdown=2)
+    assert processor.force_flush(100)  # nothing pending any more
 
 
 @pytest.mark.asyncio
@@ -263,7 +265,7 @@ async def test_ashutdown_from_the_owning_loop_closes_the_exporter_on_it(
     processors: Processors,
 ) -> None:
     exporter = RecordingExporter()
-    processor = processors.make(exporter, schedule_delay=60)
+    processor = processors.make(exporter, schedule_delay_millis=60_000)
     _, tracer = tracer_for(processor)
     names = end_spans(tracer, "a", 3)
     with watching_logs() as logs:
@@ -293,9 +295,9 @@ async def test_a_thread_storm_is_delivered_or_precisely_counted_as_dropped(
     assert await processor.aflush(30)
     stats = processor.stats
     delivered = exporter.names
-    assert len(delivered) == len(set(delivered)) == stats.exported
-    assert stats.exported + stats.dropped == 16 * 2000 + 1
-    assert stats.queued == stats.exported
+    assert len(delivered) == len(set(delivered)) == stats.delivered
+    assert stats.delivered + stats.queue_full == stats.ended == 16 * 2000 + 1
+    assert stats.dropped == stats.queue_full
     assert stats.pending == 0
     assert {call.loop for call in exporter.calls} == {asyncio.get_running_loop()}
 
@@ -308,7 +310,7 @@ def test_debug_log_reports_the_counters_on_flush(
     end_spans(tracer, "d", 2)
     with caplog.at_level(logging.DEBUG, logger=PROCESSOR_LOGGER):
         assert processor.force_flush(5000)
-    assert any("exported=2" in r.getMessage() for r in caplog.records)
+    assert any("delivered=2" in r.getMessage() for r in caplog.records)
 
 
 @pytest.mark.asyncio
@@ -325,7 +327,7 @@ async def test_spans_ending_in_other_threads_wake_the_loop_per_batch_not_per_spa
 
     monkeypatch.setattr(loop, "call_soon_threadsafe", counting)
     exporter = RecordingExporter()
-    processor = processors.make(exporter, max_export_batch_size=100, schedule_delay=60)
+    processor = processors.make(exporter, max_export_batch_size=100, schedule_delay_millis=60_000)
     _, tracer = tracer_for(processor)
     end_spans(tracer, "owner", 1)
     await asyncio.to_thread(end_spans, tracer, "thread", 999)
@@ -351,12 +353,14 @@ class _Slow(RecordingExporter):
 def test_an_exporter_that_raises_or_overruns_fails_the_batch_and_warns_once(
     processors: Processors, exporter: RecordingExporter, message: str
 ) -> None:
-    processor = processors.make(exporter, max_export_batch_size=2, export_timeout=0.2)
+    processor = processors.make(exporter, max_export_batch_size=2, export_timeout_millis=200)
     _, tracer = tracer_for(processor)
     with watching_logs() as logs:
         end_spans(tracer, "bad", 6)
         assert not processor.force_flush(10_000)
-    assert processor.stats == ProcessorStats(6, 0, 0, 3, 6, 0)
-    warnings = logs.warnings(PROCESSOR_LOGGER)
-    assert len(warnings) == 1
-    assert message in warnings[0].getMessage()
+    assert processor.stats == ProcessorStats(ended=6, dropped=6, failed=6)
+    warnings = [r.getMessage() for r in logs.warnings(PROCESSOR_LOGGER)]
+    assert len(warnings) == 2, warnings  # the exporter's fault once, and the flush's result
+    assert message in warnings[0]
+    assert "Flush incomplete" in warnings[1]
+    assert "failed=6" in warnings[1]

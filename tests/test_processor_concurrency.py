@@ -12,10 +12,10 @@ from typing import Any, cast
 import pytest
 from opentelemetry.sdk.trace import ReadableSpan
 
+from keywordsai_tracing._engine import AsyncBatchSpanProcessor, ProcessorStats
+from keywordsai_tracing._engine.delivery import Batch, Delivery, Send
 from keywordsai_tracing._export_types import concurrent_exports
 from keywordsai_tracing._exporter import OTLPHttpExporter
-from keywordsai_tracing._processor import AsyncBatchSpanProcessor, ProcessorStats
-from keywordsai_tracing._processor_ledger import Ledger
 from tests.otlp_receiver import Fault, OTLPReceiver, otlp_receiver, threaded_otlp_receiver
 from tests.test_processor_support import RecordingExporter, end_spans, tracer_for, watching_logs
 
@@ -32,18 +32,18 @@ async def until(predicate: Callable[[], bool], timeout: float = 10.0) -> None:
 def batching(url: str) -> AsyncBatchSpanProcessor:
     exporter = OTLPHttpExporter(url, filter_noise=False)
     return AsyncBatchSpanProcessor(
-        exporter, max_export_batch_size=2, schedule_delay=60, exit_flush_timeout=None
+        exporter, max_export_batch_size=2, schedule_delay_millis=60_000, exit_flush_timeout=None
     )
 
 
-def stats(exported: int, failed: int = 0, pending: int = 0) -> ProcessorStats:
+def stats(exported: int, rejected: int = 0, in_flight: int = 0, **more: int) -> ProcessorStats:
     return ProcessorStats(
-        queued=exported + failed + pending,
-        exported=exported,
-        dropped=0,
-        failed_batches=failed // 2,
-        failed_spans=failed,
-        pending=pending,
+        ended=exported + rejected + in_flight,
+        in_flight=in_flight,
+        delivered=exported,
+        dropped=rejected,
+        rejected=rejected,
+        **more,
     )
 
 
@@ -62,10 +62,10 @@ async def test_a_flush_waits_for_an_earlier_batch_that_completes_after_later_one
             flush = asyncio.create_task(processor.aflush(10))
             await asyncio.sleep(0)  # registered: it waits for "first" only
             later = end_spans(tracer, "later", 4)  # two more batches, answered at once
-            await until(lambda: processor.stats.exported == 4)
+            await until(lambda: processor.stats.delivered == 4)
             await asyncio.sleep(0)
             assert not flush.done()
-            assert processor.stats == stats(exported=4, pending=2)
+            assert processor.stats == stats(exported=4, in_flight=2)
             hold.set()
             assert await flush
             await processor.ashutdown(10)
@@ -91,13 +91,13 @@ async def test_a_failed_batch_fails_the_flushes_that_wait_for_it_and_no_earlier_
         await asyncio.sleep(0)  # registered: it waits for "first" only
         end_spans(tracer, "second", 2)  # rejected while "first" is still held
         late = asyncio.create_task(processor.aflush(10))  # waits for both batches
-        await until(lambda: processor.stats.failed_batches == 1)
+        await until(lambda: processor.stats.rejected == 2)
         assert not early.done()
         assert not late.done()
         hold.set()
         assert await early
         assert not await late
-        assert processor.stats == stats(exported=2, failed=2)
+        assert processor.stats == stats(exported=2, rejected=2)
         assert await processor.aflush(10)  # nothing pending any more
     finally:
         hold.set()
@@ -121,9 +121,12 @@ def test_batches_cut_off_in_flight_by_loop_shutdown_are_all_sent_again_in_order(
 
     try:
         with watching_logs() as logs:
-            names = asyncio.run(main())  # shutdown cancels them; they go out again, in order
+            # The loop's shutdown lets them run for the drain time, then cuts them off;
+            # they go out again from the private thread, in order.
+            names = asyncio.run(main())
+            assert processor.force_flush(10_000)
             assert [span.name for span in receiver.spans] == names
-            assert processor.stats == stats(exported=6)
+            assert processor.stats == stats(exported=6, resent=6, retries=3)
             processor.shutdown(10_000)
         logs.assert_clean()
     finally:
@@ -156,7 +159,7 @@ async def test_the_exporter_says_how_many_exports_may_run_at_once(
     gate = threading.Event()
     exporter = _Counting(gate, declared)
     processor = AsyncBatchSpanProcessor(
-        exporter, max_export_batch_size=1, schedule_delay=60, exit_flush_timeout=None
+        exporter, max_export_batch_size=1, schedule_delay_millis=60_000, exit_flush_timeout=None
     )
     _, tracer = tracer_for(processor)
     try:
@@ -181,23 +184,31 @@ def test_the_http_exporter_rejects_a_bad_max_concurrent_exports(value: Any) -> N
     assert concurrent_exports(SimpleNamespace(max_concurrent_exports=value)) == 1
 
 
-def test_the_ledger_puts_back_batches_around_a_completed_one_with_their_positions() -> None:
-    ledger = Ledger()
-    worker = SimpleNamespace(retired=False, inflight=[])
+def test_the_delivery_takes_back_cut_off_batches_around_a_completed_one_in_order() -> None:
+    delivery = Delivery()
+    worker = SimpleNamespace(retired=False)
+    dead_loop = cast(asyncio.AbstractEventLoop, object())
     spans = [cast(ReadableSpan, object()) for _ in range(8)]
-    ledger.queue.extend(spans[:6])
-    a, b, c = (ledger.take(worker, 2, force=False) for _ in range(3))
-    assert a is not None
+    delivery.queue.extend(spans[:6])
+
+    def send(holder: object, batch: Batch | None, loop: Any = dead_loop) -> Send:
+        assert batch is not None
+        handover = Send(holder, loop)
+        assert delivery.begin_send(batch, holder, handover, 0.0)
+        return handover
+
+    a, b, c = (delivery.take(worker, 2, force=False, now=0.0) for _ in range(3))
+    sends = [send(worker, batch) for batch in (a, b, c)]
+    first = delivery.add_waiter()  # spans 0-5
     assert b is not None
-    assert c is not None
-    first = ledger.add_waiter()  # spans 0-5
-    ledger.complete(worker, b, True)
-    assert ledger.requeue(worker) == 4  # a and c go back; b is done
-    ledger.complete(worker, a, True)  # a late answer to a batch put back: ignored
-    ledger.queue.extend(spans[6:])
-    second = ledger.add_waiter()  # spans 0-7
-    successor = SimpleNamespace(retired=False, inflight=[])
-    again = [ledger.take(successor, 2, force=False) for _ in range(3)]
+    delivery.complete(b, sends[1], True)
+    assert delivery.reclaim(worker, dead=True) == 4  # a and c were cut off; b is done
+    assert a is not None
+    delivery.complete(a, sends[0], True)  # a late answer to a batch taken back: ignored
+    delivery.queue.extend(spans[6:])
+    second = delivery.add_waiter()  # spans 0-7
+    successor = SimpleNamespace(retired=False)
+    again = [delivery.take(successor, 2, force=False, now=0.0) for _ in range(3)]
     assert [batch.spans if batch else None for batch in again] == [
         spans[0:2],
         spans[4:6],
@@ -205,13 +216,28 @@ def test_the_ledger_puts_back_batches_around_a_completed_one_with_their_position
     ]
     assert again[0] is a
     assert again[1] is c
-    for batch in reversed(again):
+    resends = [send(successor, batch) for batch in again]
+    for batch, handover in reversed([*zip(again, resends, strict=True)]):
         assert not first.future.done()
         assert batch is not None
-        ledger.complete(successor, batch, batch is not c)
+        delivery.complete(batch, handover, batch is not c)
     assert first.future.result() is False  # c (spans 4-5) failed
     assert second.future.result() is False
-    assert ledger.stats() == ProcessorStats(
-        queued=8, exported=6, dropped=0, failed_batches=1, failed_spans=2, pending=0
+    assert delivery.stats() == ProcessorStats(
+        ended=8, delivered=6, dropped=2, failed=2, resent=4, retries=2
     )
-    assert not ledger.has_work()
+    assert not delivery.has_work()
+
+
+def test_a_send_in_a_sync_exporters_thread_is_never_taken_back() -> None:
+    delivery = Delivery()
+    worker = SimpleNamespace(retired=False)
+    delivery.queue.extend(cast(ReadableSpan, object()) for _ in range(2))
+    batch = delivery.take(worker, 2, force=False, now=0.0)
+    assert batch is not None
+    in_thread = Send(worker, None)
+    assert delivery.begin_send(batch, worker, in_thread, 0.0)
+    assert delivery.reclaim(worker, dead=True) == 0  # its outcome still comes
+    assert delivery.stats().in_flight == 2
+    delivery.complete(batch, in_thread, True)
+    assert delivery.stats() == ProcessorStats(ended=2, delivered=2)

@@ -7,8 +7,8 @@ import gc
 
 import pytest
 
+from keywordsai_tracing._engine import AsyncBatchSpanProcessor
 from keywordsai_tracing._exporter import OTLPHttpExporter
-from keywordsai_tracing._processor import AsyncBatchSpanProcessor
 from tests.otlp_receiver import OTLPReceiver, otlp_receiver, threaded_otlp_receiver
 from tests.test_processor_support import end_spans, run_script, tracer_for, watching_logs
 
@@ -19,7 +19,9 @@ def test_spans_from_loops_that_come_and_go_reach_the_receiver(
     threaded_otlp_receiver: OTLPReceiver,
 ) -> None:
     exporter = OTLPHttpExporter(threaded_otlp_receiver.url, filter_noise=False)
-    processor = AsyncBatchSpanProcessor(exporter, schedule_delay=60, exit_flush_timeout=None)
+    processor = AsyncBatchSpanProcessor(
+        exporter, schedule_delay_millis=60_000, exit_flush_timeout=None
+    )
     _, tracer = tracer_for(processor)
     expected: list[str] = []
 
@@ -65,7 +67,7 @@ def test_a_program_exits_cleanly_with_the_real_exporter() -> None:
 import asyncio, atexit
 from opentelemetry.sdk.trace import TracerProvider
 from keywordsai_tracing._exporter import OTLPHttpExporter
-from keywordsai_tracing._processor import AsyncBatchSpanProcessor
+from keywordsai_tracing._engine import AsyncBatchSpanProcessor
 from tests.otlp_receiver import OTLPReceiver
 from tests.test_processor_support import end_spans
 
@@ -75,7 +77,7 @@ atexit.register(serving.__exit__, None, None, None)  # runs last
 atexit.register(lambda: print("received", len(receiver.spans), len(receiver.errors)))
 provider = TracerProvider()
 exporter = OTLPHttpExporter(receiver.url, filter_noise=False)
-provider.add_span_processor(AsyncBatchSpanProcessor(exporter, schedule_delay=60))
+provider.add_span_processor(AsyncBatchSpanProcessor(exporter, schedule_delay_millis=60_000))
 tracer = provider.get_tracer("t")
 
 async def work(prefix):

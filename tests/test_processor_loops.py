@@ -13,7 +13,7 @@ from collections.abc import Iterator
 import pytest
 from opentelemetry.trace import Tracer
 
-from keywordsai_tracing._processor import AsyncBatchSpanProcessor
+from keywordsai_tracing._engine import AsyncBatchSpanProcessor
 from tests.test_processor_support import LogWatch, RecordingExporter, end_spans, tracer_for
 
 EXPORTER = RecordingExporter()
@@ -22,7 +22,9 @@ ENDED: dict[str, asyncio.AbstractEventLoop] = {}  # span name -> loop it ended o
 
 @pytest.fixture(scope="module")
 def shared() -> Iterator[tuple[AsyncBatchSpanProcessor, Tracer, LogWatch]]:
-    processor = AsyncBatchSpanProcessor(EXPORTER, schedule_delay=60, exit_flush_timeout=None)
+    processor = AsyncBatchSpanProcessor(
+        EXPORTER, schedule_delay_millis=60_000, exit_flush_timeout=None
+    )
     _, tracer = tracer_for(processor)
     watch = LogWatch().start()
     yield processor, tracer, watch

@@ -21,7 +21,7 @@ from opentelemetry.sdk.trace import ReadableSpan, SpanProcessor, TracerProvider
 from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 from opentelemetry.trace import Tracer
 
-from keywordsai_tracing._processor import AsyncBatchSpanProcessor
+from keywordsai_tracing._engine import AsyncBatchSpanProcessor
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -122,7 +122,6 @@ def test_exporters_module_is_pinned() -> None:
     exporters = importlib.import_module("keywordsai_tracing.exporters")
     assert set(exporters.__all__) == {
         "ConsoleTraceExporter",
-        "ExporterStats",
         "JsonLinesFileExporter",
         "OTLPHttpExporter",
         "exporter_from_spec",

@@ -71,8 +71,7 @@ def test_sync_script_flush_delivers(threaded_otlp_receiver: OTLPReceiver) -> Non
     assert telemetry.flush(timeout=10)
     assert len(threaded_otlp_receiver.spans) == 5
     stats = telemetry.stats
-    assert stats.exported == 5
-    assert stats.queued == 5
+    assert stats.delivered == stats.ended == 5
     assert stats.pending == 0
 
 
@@ -166,8 +165,9 @@ async def test_dead_collector_never_reaches_the_app(
     assert await telemetry.aflush(timeout=2) is False
     await telemetry.ashutdown(timeout=2)
     stats = telemetry.stats
-    assert stats.failed_spans + stats.pending == 4
-    assert stats.exported == 0
+    assert stats.ended == 4
+    assert stats.gave_up + stats.deadline + stats.pending == 4
+    assert stats.delivered == 0
     warnings = [r for r in caplog.records if r.levelno >= logging.WARNING]
     assert len(warnings) <= 3, [r.getMessage() for r in warnings]
     assert SECRET not in caplog.text
@@ -179,9 +179,9 @@ def test_without_api_key_default_endpoint_nothing_is_sent(
     monkeypatch.delenv("KEYWORDSAI_API_KEY", raising=False)
     monkeypatch.delenv("KEYWORDSAI_BASE_URL", raising=False)
     telemetry = KeywordsAITelemetry(instruments=set())
-    assert telemetry.stats.queued == 0
+    assert telemetry.stats.ended == 0
     asyncio.run(pipeline(1))
-    assert telemetry.stats.queued == 0
+    assert telemetry.stats.ended == 0
 
 
 def test_local_collector_without_api_key(threaded_otlp_receiver: OTLPReceiver) -> None:
@@ -230,10 +230,11 @@ async def test_collector_faults_end_to_end(
     assert stall < 0.5, f"the event loop stalled {stall:.3f}s during flush"
     stats = telemetry.stats
     assert len(otlp_receiver.spans) == delivered
-    assert stats.exported == delivered
-    assert stats.failed_spans == failed
+    assert stats.delivered == delivered
+    assert stats.rejected == failed
     assert stats.retries >= min_retries
-    assert stats.dropped == 0
+    assert stats.dropped == failed
+    assert stats.queued + stats.in_flight + stats.delivered + stats.dropped == stats.ended
     await telemetry.ashutdown()
 
 
@@ -266,12 +267,12 @@ def test_queue_size_from_the_environment_bounds_memory(
         burst()
     stats = telemetry.stats
     # At most one queue and one batch in flight are held: the rest is dropped, counted.
-    assert stats.queued + stats.dropped == 25
-    assert stats.queued <= 20
-    assert stats.dropped >= 5
+    assert stats.ended == 25
+    assert stats.ended - stats.queue_full <= 20
+    assert stats.queue_full >= 5
     telemetry.shutdown(timeout=0.5)
     # Besides the rate-limited warning when it happens, shutdown reports the total lost.
-    assert f"{stats.dropped} spans were dropped because the export queue was full" in caplog.text
+    assert f"{stats.queue_full} spans were dropped because the export queue was full" in caplog.text
 
 
 def _wait_for_child(pid: int, timeout: float) -> int:
@@ -299,12 +300,12 @@ def test_forked_worker_exports_its_own_spans_over_http(
         try:
             asyncio.run(pipeline(4))
             ok = telemetry.flush(timeout=10)
-            code = 0 if ok and telemetry.stats.exported == 5 else 2
+            code = 0 if ok and telemetry.stats.delivered == 5 else 2
         finally:
             os._exit(code)
     assert _wait_for_child(pid, 60) == 0
     assert telemetry.flush(timeout=10)
-    assert telemetry.stats.exported == 5  # 3 + 2: none of the child's
+    assert telemetry.stats.delivered == 5  # 3 + 2: none of the child's
     roots = [s for s in threaded_otlp_receiver.spans if s.name == "pipeline.workflow"]
     assert len(roots) == 3  # two parent workflows and the child's one
     assert len(threaded_otlp_receiver.spans) == 3 + 2 + 5
@@ -324,7 +325,7 @@ def test_proxy_from_the_environment_is_honoured(
     telemetry.flush(timeout=5)
     stats = telemetry.stats
     assert len(threaded_otlp_receiver.spans) == (0 if bypassed else 2)
-    assert (stats.exported, stats.failed_spans) == ((0, 2) if bypassed else (2, 0))
+    assert (stats.delivered, stats.gave_up) == ((0, 2) if bypassed else (2, 0))
     telemetry.shutdown(timeout=1)
 
 

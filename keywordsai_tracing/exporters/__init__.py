@@ -17,7 +17,7 @@ Pass one as ``custom_exporter`` (or to ``add_processor``)::
     telemetry = KeywordsAITelemetry(custom_exporter=ConsoleTraceExporter())
 """
 
-from keywordsai_tracing._exporter import ExporterStats, OTLPHttpExporter
+from keywordsai_tracing._exporter import OTLPHttpExporter
 
 from ._console import ConsoleTraceExporter
 from ._jsonl import JsonLinesFileExporter, read_spans
@@ -26,7 +26,6 @@ from ._tree import format_duration
 
 __all__ = [
     "ConsoleTraceExporter",
-    "ExporterStats",
     "JsonLinesFileExporter",
     "OTLPHttpExporter",
     "exporter_from_spec",

@@ -26,7 +26,7 @@ from typing import Any
 
 from aiohttp import web
 
-from keywordsai_tracing._loop_thread import LoopThread
+from keywordsai_tracing._engine.loop_thread import LoopThread
 
 from . import _llm_wire as wire
 

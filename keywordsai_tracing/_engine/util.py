@@ -71,7 +71,7 @@ class RateLimitedWarning:
         """Whether a call now would log (a lock-free hint for hot paths)."""
         return time.monotonic() >= self._next
 
-    def __call__(self, *args: object, exc_info: bool = False) -> None:
+    def __call__(self, *args: object, exc_info: bool | BaseException | None = False) -> None:
         now = time.monotonic()
         with self._lock:
             if now < self._next:

@@ -9,8 +9,9 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
-from ._fork import FORK_GRAVEYARD
-from ._processor_util import logger
+from keywordsai_tracing._fork import FORK_GRAVEYARD
+
+from .util import logger
 
 _Job = tuple[Callable[..., Any], tuple[Any, ...], dict[str, Any], "concurrent.futures.Future[Any]"]
 
