@@ -171,7 +171,7 @@ class Delivery:
     def __init__(self, retry_policy: RetryPolicy | None = None, window: float = math.inf) -> None:
         self.retry_policy = retry_policy
         self.window = window
-        self._gave_up_warning = RateLimitedWarning("Dropped %d spans after %d attempts: %s")
+        self._gave_up_warning = RateLimitedWarning("Dropped %d spans after %d attempts (%s): %s")
         self.reset_after_fork()
 
     def reset_after_fork(self) -> None:
@@ -426,21 +426,21 @@ class Delivery:
                 delivered = max(0, min(attempt.delivered, sent))
                 counts = {Reason.FILTERED: filtered, Reason.REJECTED: sent - delivered}
                 ready = self._finish(batch, counts, delivered=delivered)
-                due, gave_up = None, False
+                due, dropped = None, None
             else:
-                ready, due, gave_up = self._after_failure(batch, attempt, sent, filtered, now)
+                ready, due, dropped = self._after_failure(batch, attempt, sent, filtered, now)
             attempts = batch.attempts
         _resolve_all(ready)
         cause = attempt.cause or "no answer"
-        if attempt.retry and gave_up:
-            self._gave_up_warning(sent, attempts, cause)
-        elif attempt.retry and due is not None:
+        if dropped is not None:
+            self._gave_up_warning(sent, attempts, dropped.value, cause)
+        elif attempt.retry:
             logger.debug("Export attempt %d failed (%s); retrying", attempts, cause)
         return Settled(due)
 
     def _after_failure(
         self, batch: Batch, attempt: Attempt, sent: int, filtered: int, now: float
-    ) -> tuple[list[Waiter], float | None, bool]:
+    ) -> tuple[list[Waiter], float | None, Reason | None]:
         self._failures += 1
         closing = self.closing_deadline
         end = batch.window_end if closing is None else min(batch.window_end, closing)
@@ -461,7 +461,7 @@ class Delivery:
             batch.holder = None
             batch.not_before = now + delay
             self._wait(batch)
-            return [], batch.not_before, False
+            return [], batch.not_before, None
         assert reason is not None
         due: float | None = None
         if reason is Reason.GAVE_UP:
@@ -471,7 +471,7 @@ class Delivery:
                     other.not_before = min(other.not_before, now)
                     due = now
         counts = {Reason.FILTERED: filtered, reason: sent}
-        return self._finish(batch, counts, delivered=0), due, reason is Reason.GAVE_UP
+        return self._finish(batch, counts, delivered=0), due, reason
 
     def _finish(self, batch: Batch, counts: dict[Reason, int], *, delivered: int) -> list[Waiter]:
         """Record the end of ``batch`` (lock held); returns the flushes now done."""

@@ -148,7 +148,7 @@ class WorkerHost:
         abandoned: ExportWorker | None = None
         with self.lock:
             current = self.worker
-            if self.closing and current is not None and not current.retired:
+            if self.closing:
                 return current
             if not self.unusable(current, running, mode):
                 return current
@@ -264,7 +264,7 @@ class WorkerHost:
                     logger.debug("The loop hosting the export task stopped; moving on")
                     replacement = self.ensure(None, "block")
                     if replacement is not None:
-                        replacement.wake()
+                        replacement.wake(force=True)  # they waited long enough
                 seen[0] = worker
             else:
                 seen[0] = None

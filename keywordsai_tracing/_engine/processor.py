@@ -29,6 +29,7 @@ from .channels import channel_for
 from .delivery import Delivery, ProcessorStats, Reason
 from .hosting import WorkerHost
 from .util import RateLimitedWarning, await_future, check_limits, logger, positive
+from .worker import ExportWorker
 
 __all__ = ["AsyncBatchSpanProcessor", "ProcessorStats"]
 
@@ -167,8 +168,7 @@ class AsyncBatchSpanProcessor(SpanProcessor):
         self._delivery.closing_deadline = deadline
         self._flush_blocking(deadline, quiet=True)
         self._stop(deadline)
-        running = _get_running_loop()  # its worker ends when this call returns
-        futures = [w.finished for w in self._host.workers() if w.loop is not running]
+        futures = [worker.finished for worker in self._host.workers() if _can_finish(worker)]
         futures.append(self._host.loop_thread.stop())
         concurrent.futures.wait(futures, timeout=_remaining(deadline) + STOP_GRACE)
         self._finish_shutdown()
@@ -182,9 +182,8 @@ class AsyncBatchSpanProcessor(SpanProcessor):
         self._delivery.closing_deadline = deadline
         await self._flush_async(deadline, quiet=True)
         self._stop(deadline)
-        running = _get_running_loop()
         for worker in self._host.workers():
-            if worker.loop is not running:
+            if _can_finish(worker):
                 await await_future(worker.finished, _remaining(deadline) + STOP_GRACE)
         await await_future(self._host.loop_thread.stop(), _remaining(deadline) + STOP_GRACE)
         self._finish_shutdown()
@@ -337,6 +336,13 @@ def _seconds_or_env(setting: str, name: str, millis: float | None) -> object:
     if not millis > 0 or not math.isfinite(millis):
         raise ValueError(f"{name}: expected a positive number of milliseconds, got {millis!r}")
     return millis / 1000
+
+
+def _can_finish(worker: ExportWorker) -> bool:
+    """Whether ``worker`` can end while this thread waits: not on this thread's loop, and
+    on a loop that runs (a stopped loop's task ends only if it runs again)."""
+    loop = worker.loop
+    return loop is not _get_running_loop() and (worker.private or loop.is_running())
 
 
 def _remaining(deadline: float) -> float:

@@ -109,8 +109,11 @@ class ExportWorker:
         task._log_destroy_pending = False  # type: ignore[attr-defined]
         self.task = task
 
-    def wake(self) -> None:
-        """Make the task look at the queue now (from any thread)."""
+    def wake(self, *, force: bool = False) -> None:
+        """Make the task look at the queue now (from any thread); ``force``: send a
+        partial batch too, as if the schedule delay had passed."""
+        if force:
+            self._force_owed = True
         self.wake_pending = True
         if asyncio._get_running_loop() is self.loop:
             self.event.set()
@@ -395,7 +398,9 @@ class ExportWorker:
             async with asyncio.timeout(limit):
                 await self.host.channel.aclose()
         except TimeoutError:
-            logger.warning("exporter.aclose() did not finish within %.1f s", limit)
+            # Past a shutdown's budget there is no time left to wait: not worth a warning.
+            log = logger.warning if limit > 0 else logger.debug
+            log("exporter.aclose() did not finish within %.1f s", limit)
         except asyncio.CancelledError:
             task = asyncio.current_task()
             if task is not None:
