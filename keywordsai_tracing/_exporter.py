@@ -20,8 +20,8 @@ from opentelemetry import context
 from opentelemetry.sdk.trace import ReadableSpan
 
 from . import _otlp_json
-from ._attributes import ENTITY_PATH, MANUAL_TRACER_NAME, SPAN_KIND
 from ._config import Compression, Protocol, Settings
+from ._noise import drop_noise
 from ._retry import RetryPolicy, is_retryable
 from ._transport import USER_AGENT, AiohttpTransport, Response, Transport, TransportFailure
 
@@ -73,19 +73,6 @@ class RateLimitedLog:
             self._last[cause] = now
         self._log.warning(msg, *args)
         return True
-
-
-def is_noise(span: ReadableSpan) -> bool:
-    """KeywordsAI's filter: auto-instrumented spans outside any decorated entity.
-
-    A span is noise when it has neither ``traceloop.span.kind`` nor a non-empty
-    ``traceloop.entity.path``, unless it comes from the manual tracer.
-    """
-    scope = span.instrumentation_scope
-    if scope is not None and scope.name == MANUAL_TRACER_NAME:
-        return False
-    attributes = span.attributes or {}
-    return SPAN_KIND not in attributes and not attributes.get(ENTITY_PATH)
 
 
 def _partial_success(response: Response, protobuf: bool) -> tuple[int, str]:
@@ -258,7 +245,7 @@ class OTLPHttpExporter:
 
     async def _export(self, spans: Sequence[ReadableSpan], deadline: float | None) -> bool:
         if self.filter_noise:
-            kept = [span for span in spans if not is_noise(span)]
+            kept = drop_noise(spans)
             if len(kept) != len(spans):
                 self._count(spans_filtered=len(spans) - len(kept))
         else:
