@@ -9,19 +9,20 @@ from an incoming ``traceparent``) counts as kept and is never rewritten.
 
 Which ancestor that is gets decided at span start, when each span's noise status is
 known (decorator spans carry ``traceloop.span.kind`` from creation; the pipeline stamps
-``traceloop.entity.path`` on spans inside an entity before calling `note_start`). Two
-entries on the SDK span object (it has no ``__slots__``) carry the answer, so nothing
-outlives the span and a kept span under a kept parent costs one ``getattr``:
-
-- on a span that is noise at start, where its children attach (``_NOISE_ANCHOR``:
-  its nearest kept ancestor's ``SpanContext``, or None);
-- on a span whose parent was noise at its start, where it attaches (``_NEW_PARENT``).
+``traceloop.entity.path`` on spans inside an entity before calling `note_start`). A noise
+span's own `SpanContext` then gets a hidden attribute: its nearest kept ancestor's
+`SpanContext` (its parent's, or the one its noise parent carries), or None. That context
+object is the very ``parent`` of each child, started in any thread and still after it
+ended (the SDK copies a span at its end but keeps the context objects), so at export a
+kept span finds its new parent with one ``getattr`` on its parent, and nothing outlives
+the spans. Decorator spans, never noise, cost nothing at start. Every public read of
+the context (ids, flags, equality) is unchanged.
 
 Edge case, decided here: noise status is read at start for the tree and at export for
 dropping. A span that starts as noise and becomes kept later (the user sets
-``traceloop.span.kind`` on it) is exported, but its children, decided at their start,
-are re-parented past it (their link still names it). Attributes cannot be removed, so
-the reverse does not happen through the OpenTelemetry API.
+``traceloop.span.kind`` on it) is exported, but its children are still re-parented past
+it (their link names it). Attributes cannot be removed, so the reverse does not happen
+through the OpenTelemetry API.
 
 Only `drop_noise` rewrites anything, into new `ReadableSpan` objects: other exporters
 (custom, local console/jsonl) receive the original spans and the full tree.
@@ -31,9 +32,9 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping, Sequence
+from types import MappingProxyType
 from typing import Any, Final
 
-from opentelemetry.context import Context
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.util import BoundedList
 from opentelemetry.trace import Link, SpanContext
@@ -45,14 +46,13 @@ from ._attributes import (
     MANUAL_TRACER_NAME,
     SPAN_KIND,
 )
-from ._fast_span import SPAN_KEY
 
 logger = logging.getLogger("keywordsai_tracing")
 
-_NOISE_ANCHOR: Final = "_keywordsai_noise_anchor"
-_NEW_PARENT: Final = "_keywordsai_new_parent"
-_KEPT: Final[Any] = object()  # "no entry": the span (or its parent) is kept
-_LINK_ATTRIBUTES: Final = {LINK_REASON: LINK_REASON_FILTERED_PARENT}
+# Set on the SpanContext of a span that is noise at its start: its nearest kept ancestor.
+_KEPT_ANCESTOR: Final = "_keywordsai_kept_ancestor"
+_LINK_ATTRIBUTES: Final = MappingProxyType({LINK_REASON: LINK_REASON_FILTERED_PARENT})
+_mark_failed = False  # logged once: an OpenTelemetry whose SpanContext takes no attribute
 
 
 def is_noise(span: ReadableSpan) -> bool:
@@ -80,29 +80,20 @@ def _plain_attributes(span: ReadableSpan) -> Mapping[str, object]:
     return span.attributes or {}
 
 
-def note_entity_start(span: Any, parent_context: Context) -> None:
-    """At the start of a decorator span (never noise): re-parent it if its parent is noise."""
+def note_start(span: ReadableSpan) -> None:
+    """At the start of a span that is not a decorator's, once the pipeline stamped it:
+    if it is noise, mark its `SpanContext` with its nearest kept ancestor."""
     try:
-        anchor = getattr(parent_context.get(SPAN_KEY), _NOISE_ANCHOR, _KEPT)
-        if anchor is not _KEPT:
-            setattr(span, _NEW_PARENT, anchor)
-    except Exception:  # a span type without a __dict__: it keeps its parent
-        logger.debug("Could not record the kept ancestor of %r", span, exc_info=True)
-
-
-def note_start(span: Any, parent_context: Context) -> None:
-    """At the start of any other span, once its attributes are final for the filter:
-    record where it attaches if its parent is noise, and where its children attach if it
-    is noise itself."""
-    try:
-        anchor = getattr(parent_context.get(SPAN_KEY), _NOISE_ANCHOR, _KEPT)
-        if anchor is not _KEPT:
-            setattr(span, _NEW_PARENT, anchor)
-        if is_noise(span):
-            # A kept (or remote) parent is the nearest kept ancestor; none makes a root.
-            setattr(span, _NOISE_ANCHOR, span.parent if anchor is _KEPT else anchor)
-    except Exception:
-        logger.debug("Could not record the kept ancestor of %r", span, exc_info=True)
+        if not is_noise(span):
+            return
+        parent = span.parent
+        ancestor = getattr(parent, _KEPT_ANCESTOR, parent)  # a noise parent hands its own on
+        object.__setattr__(span.get_span_context(), _KEPT_ANCESTOR, ancestor)
+    except Exception:  # never into user code; the span's children keep their parent id
+        global _mark_failed
+        if not _mark_failed:
+            _mark_failed = True
+            logger.debug("Cannot mark noise spans; kept children keep their parent", exc_info=True)
 
 
 def drop_noise(spans: Sequence[ReadableSpan]) -> list[ReadableSpan]:
@@ -113,12 +104,13 @@ def drop_noise(spans: Sequence[ReadableSpan]) -> list[ReadableSpan]:
     for span in spans:
         if is_noise(span):
             continue
-        new_parent = getattr(span, _NEW_PARENT, _KEPT)
-        kept.append(span if new_parent is _KEPT else reparented(span, new_parent))
+        parent = span.parent
+        ancestor = getattr(parent, _KEPT_ANCESTOR, parent)
+        kept.append(span if ancestor is parent else _reparented(span, ancestor))
     return kept
 
 
-def reparented(span: ReadableSpan, new_parent: SpanContext | None) -> ReadableSpan:
+def _reparented(span: ReadableSpan, new_parent: SpanContext | None) -> ReadableSpan:
     """A copy of ``span`` under ``new_parent`` with a link to its original parent.
 
     The copy shares the original's (immutable, ended) attribute and event containers,
