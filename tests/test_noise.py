@@ -35,6 +35,7 @@ from keywordsai_tracing._attributes import (
     MANUAL_TRACER_NAME,
     SPAN_KIND,
 )
+from keywordsai_tracing._fast_span import SpanStarter
 from keywordsai_tracing._noise import drop_noise, is_noise, note_start
 from keywordsai_tracing._otlp_json import encode_json
 from keywordsai_tracing._otlp_proto import encode_protobuf
@@ -173,6 +174,16 @@ def test_a_remote_parent_is_kept_and_becomes_the_new_parent_never_rewritten() ->
     assert sent(out, "behind-noise").parent.is_remote  # type: ignore[union-attr]
     assert sent(out, "direct") is tree["direct"]
     assert tree["direct"].parent == REMOTE
+
+
+def test_decorator_spans_from_the_fast_starter_are_reparented_too() -> None:
+    tree = Tree()
+    starter = SpanStarter(tree.entities)
+    assert starter.fast
+    with tree.noise("GET /"):
+        starter.start("fast.task", context_api.get_current(), {SPAN_KIND: "task"}).end()
+    (fast,) = drop_noise(tree.spans)
+    assert_moved(fast, tree["fast.task"], None, tree["GET /"])
 
 
 def test_kept_parent_and_child_pass_through_as_the_same_objects() -> None:
