@@ -25,7 +25,9 @@ it (their link names it). Attributes cannot be removed, so the reverse does not 
 through the OpenTelemetry API.
 
 Only `drop_noise` rewrites anything, into new `ReadableSpan` objects: other exporters
-(custom, local console/jsonl) receive the original spans and the full tree.
+(custom, local console/jsonl) receive the original spans and the full tree. Spans that
+never went through our pipeline (an `OTLPHttpExporter` on a provider of its own) carry
+no mark: they are filtered as before, without re-parenting.
 """
 
 from __future__ import annotations
