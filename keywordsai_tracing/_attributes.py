@@ -17,6 +17,9 @@ WORKFLOW_NAME: Final = SpanAttributes.TRACELOOP_WORKFLOW_NAME
 LOG_METHOD: Final = "keywordsai.entity.log_method"
 LOG_METHOD_VALUE: Final = "python_tracing"
 PROCESSORS: Final = "processors"
+# On the link a re-parented span keeps to the parent the noise filter dropped (`_noise`).
+LINK_REASON: Final = "keywordsai.link.reason"
+LINK_REASON_FILTERED_PARENT: Final = "filtered_parent"
 
 # Instrumentation scope of spans made by the decorators.
 DECORATOR_TRACER_NAME: Final = "keywordsai_tracing"

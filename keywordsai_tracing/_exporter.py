@@ -21,9 +21,9 @@ from opentelemetry import context
 from opentelemetry.sdk.trace import ReadableSpan
 
 from . import _otlp_json
-from ._attributes import ENTITY_PATH, MANUAL_TRACER_NAME, SPAN_KIND
 from ._config import Compression, Protocol, Settings
 from ._export_types import Attempt, Prepared
+from ._noise import drop_noise
 from ._retry import RetryPolicy, is_retryable
 from ._transport import USER_AGENT, AiohttpTransport, Response, Transport, TransportFailure
 
@@ -62,19 +62,6 @@ class RateLimitedLog:
             self._last[cause] = now
         self._log.warning(msg, *args)
         return True
-
-
-def is_noise(span: ReadableSpan) -> bool:
-    """KeywordsAI's filter: auto-instrumented spans outside any decorated entity.
-
-    A span is noise when it has neither ``traceloop.span.kind`` nor a non-empty
-    ``traceloop.entity.path``, unless it comes from the manual tracer.
-    """
-    scope = span.instrumentation_scope
-    if scope is not None and scope.name == MANUAL_TRACER_NAME:
-        return False
-    attributes = span.attributes or {}
-    return SPAN_KIND not in attributes and not attributes.get(ENTITY_PATH)
 
 
 def _partial_success(response: Response, protobuf: bool) -> tuple[int, str]:
@@ -205,7 +192,7 @@ class OTLPHttpExporter:
 
     async def aprepare(self, spans: Sequence[ReadableSpan]) -> Prepared:
         """Drop noise (if filtering) and encode the rest, yielding to the loop as it goes."""
-        kept = [span for span in spans if not is_noise(span)] if self.filter_noise else spans
+        kept = drop_noise(spans) if self.filter_noise else spans
         filtered = len(spans) - len(kept)
         if not kept:
             return Prepared(b"", 0, filtered)

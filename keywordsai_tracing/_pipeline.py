@@ -1,7 +1,8 @@
 """What happens to a span between the tracer and the exporters.
 
 `Pipeline` is one telemetry instance's processor: on start it stamps auto-instrumented
-spans with the enclosing workflow, entity path and routing; on end it runs the user's
+spans with the enclosing workflow, entity path and routing, and marks those that are
+noise with their nearest kept ancestor (`_noise`); on end it runs the user's
 post-process callback once and hands the span to each route whose filter accepts it.
 `Dispatcher` is the only processor ever added to a `TracerProvider`; it forwards to the
 active pipeline, so replacing the telemetry never double-exports.
@@ -23,6 +24,7 @@ from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor
 
 from . import _attributes as attrs
 from ._compact import compact
+from ._noise import note_start
 from .integrations import apply_request_params
 
 logger = logging.getLogger("keywordsai_tracing")
@@ -75,7 +77,7 @@ class Pipeline(SpanProcessor):
         apply_request_params(span, parent_context)
         scope = span.instrumentation_scope
         if scope is not None and scope.name == attrs.DECORATOR_TRACER_NAME:
-            return  # a decorator span: it carries its own attributes
+            return  # a decorator span: it carries its own attributes (and is never noise)
         current = span.attributes or {}
         ctx = parent_context if parent_context is not None else context_api.get_current()
         workflow = context_api.get_value(attrs.WORKFLOW_NAME_KEY, ctx)
@@ -87,6 +89,7 @@ class Pipeline(SpanProcessor):
             span.set_attribute(attrs.ENTITY_PATH, str(path))
         if processors and attrs.PROCESSORS not in current:
             span.set_attribute(attrs.PROCESSORS, str(processors))
+        note_start(span)  # after the stamping, which decides whether the span is noise
 
     def on_end(self, span: ReadableSpan) -> None:
         if self._postprocess is not None:
