@@ -9,7 +9,8 @@ its class:
 * `ThreadChannel`: anything else with a callable ``export`` (an OpenTelemetry
   ``SpanExporter``, or any object shaped like one): ``export()`` runs in one dedicated
   daemon thread, one call at a time, so a slow exporter never stalls an event loop. A
-  call there cannot be cut off: its outcome is always waited for, never re-sent.
+  call there cannot be cut off, so its batch is never sent again while it runs; one that
+  outlasts the export timeout counts as failed (what it returns later is ignored).
 """
 
 from __future__ import annotations

@@ -400,17 +400,19 @@ class Delivery:
             ready = self._finish(batch, {Reason.FAILED: len(batch.spans)}, delivered=0)
         _resolve_all(ready)
 
-    def complete(self, batch: Batch, send: Send, ok: bool) -> None:
-        """A plain exporter's verdict on the whole batch."""
+    def complete(self, batch: Batch, send: Send, ok: bool) -> bool:
+        """A plain exporter's verdict on the whole batch; False if ``send`` no longer
+        holds it (the verdict came too late and is ignored)."""
         with self.lock:
             if batch.holder is not send:
-                return
+                return False
             count = len(batch.spans)
             if ok:
                 ready = self._finish(batch, {}, delivered=count)
             else:
                 ready = self._finish(batch, {Reason.FAILED: count}, delivered=0)
         _resolve_all(ready)
+        return True
 
     def settle(self, batch: Batch, send: Send, attempt: Attempt, now: float) -> Settled:
         """Apply one attempt of an `AttemptExporter`: done, or back off and try again."""

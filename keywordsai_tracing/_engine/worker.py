@@ -269,7 +269,11 @@ class ExportWorker:
                 return
             future = channel.submit(batch.spans)
             future.add_done_callback(functools.partial(self.host.thread_done, batch, send))
-            await await_future(future, None)  # cancelled: only the waiting stops
+            # Cancelled, only the waiting stops. Overrun, the batch counts as failed (the
+            # call cannot be interrupted; whatever it returns later is ignored).
+            timeout = self.host.export_timeout
+            if not await await_future(future, timeout) and delivery.complete(batch, send, False):
+                self.host.timed_out(len(batch.spans), timeout)
             return
         if isinstance(channel, AttemptChannel) and batch.prepared is None:
             try:
