@@ -145,7 +145,7 @@ class AsyncBatchSpanProcessor(SpanProcessor):
         only if all were delivered, False (logged) on failure or timeout. Safe from any
         thread; from a coroutine on the owning loop, prefer ``await aflush()``."""
         if self._shutdown:
-            return self._delivery.stats().pending == 0
+            return self._all_delivered()
         deadline = time.monotonic() + max(0.0, timeout_millis / 1000)
         return self._flush_blocking(deadline)
 
@@ -153,7 +153,7 @@ class AsyncBatchSpanProcessor(SpanProcessor):
         """`force_flush` for async code, awaitable from any event loop; ``timeout`` in
         seconds (None: 30)."""
         if self._shutdown:
-            return self._delivery.stats().pending == 0
+            return self._all_delivered()
         deadline = time.monotonic() + max(0.0, 30.0 if timeout is None else timeout)
         return await self._flush_async(deadline)
 
@@ -195,7 +195,7 @@ class AsyncBatchSpanProcessor(SpanProcessor):
         end the process interrupted it): what was in flight there is sent again from the
         private thread. Call from another thread; the caller bounds the wait."""
         if self._shutdown:
-            return self._delivery.stats().pending == 0
+            return self._all_delivered()
         self._host.presume_dead(loop)
         deadline = time.monotonic() + max(0.0, timeout_millis / 1000)
         return self._flush_blocking(deadline, loop)
@@ -245,6 +245,12 @@ class AsyncBatchSpanProcessor(SpanProcessor):
         if not ok:
             self._delivery.discard(waiter)
         return self._report(ok, quiet)
+
+    def _all_delivered(self) -> bool:
+        """After shutdown nothing moves: whether every span ended so far was delivered
+        (or filtered as noise)."""
+        stats = self._delivery.stats()
+        return stats.delivered + stats.filtered == stats.ended
 
     def _report(self, ok: bool, quiet: bool) -> bool:
         stats = self._delivery.stats()
