@@ -97,7 +97,7 @@ def test_brief_outage_at_the_end_of_a_script_is_delivered_by_aflush(
     threaded_otlp_receiver: OTLPReceiver, where: str
 ) -> None:
     receiver = threaded_otlp_receiver
-    receiver.script(*[Fault(status=503, headers=RETRY_AFTER_1)] * 3)
+    receiver.script(*[Fault(status=503, headers=RETRY_AFTER_1)] * 2)
     telemetry = telemetry_for(receiver)
     assert sync_job() == 4
 
