@@ -180,6 +180,9 @@ def test_spans_on_a_loop_that_stopped_without_closing_are_exported(
         except TimeoutError:
             pytest.fail(f"{len(receiver.distinct_spans)} of 21 exported from an idle loop")
         assert receiver.duplicates == 0
+        # Received is not yet answered: the flush waits for the answer to be counted.
+        assert telemetry.flush(timeout=5) is True
+        assert receiver.duplicates == 0
         assert_ledger(telemetry.stats, ended=21, delivered=21)
     finally:
         close_like_asyncio_run(loop)
