@@ -15,12 +15,19 @@ Sync tests (the receiver runs its own loop on a thread)::
     with OTLPReceiver().running_in_thread() as receiver:  # or ``threaded_otlp_receiver``
         ...
         receiver.wait_for_spans(10, timeout=5)
+
+Delivery is judged as a collector would: a span is delivered when its request was answered
+2xx. ``distinct_spans`` de-duplicates them by span id and ``duplicates`` counts the copies
+delivered more than once. Faults beyond one answer: ``receiver.default = hang()`` (accept
+and never answer), ``refuse()`` / ``accept()`` (the collector down, then back on the same
+port), and `not_listening_url` (nothing ever listens).
 """
 
 from __future__ import annotations
 
 import asyncio
 import base64
+import concurrent.futures
 import contextlib
 import gzip
 import json
@@ -43,13 +50,12 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
 )
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue
 
-from keywordsai_tracing._engine.loop_thread import LoopThread
-
 __all__ = [
     "Fault",
     "OTLPReceiver",
     "ReceivedRequest",
     "ReceivedSpan",
+    "hang",
     "not_listening_url",
     "otlp_receiver",
     "partial_success",
@@ -67,7 +73,10 @@ _INT64 = re.compile(r"-?[0-9]+")
 class Fault:
     """How to answer one request: status/headers/body after ``delay`` seconds, or ``drop``
     the connection without any response. ``body=None`` means the normal success body.
-    ``hold``: answer only once this event is set (the request is recorded then)."""
+    ``hold``: answer only once this event is set (then ``delay`` runs); an event nobody
+    sets accepts the request and never answers it (see `hang`). A hold or delay ends early
+    when the client goes away or the receiver stops; the request is recorded then, with
+    status 0 if it was not answered."""
 
     status: int = 200
     headers: Mapping[str, str] = field(default_factory=dict)
@@ -259,7 +268,14 @@ def parse_protobuf(body: bytes) -> list[ReceivedSpan]:
 
 
 class OTLPReceiver:
-    """An aiohttp OTLP/HTTP receiver on 127.0.0.1 (random port); see the module docstring."""
+    """An aiohttp OTLP/HTTP receiver on 127.0.0.1 (random port); see the module docstring.
+
+    Faults: `script` the next answers, or set ``default``. `refuse` / `accept` take the
+    collector down (connections refused) and back up on the same port. A held request
+    (``Fault(hold=...)``, see `hang`) waits until its event is set, its client goes away,
+    or the receiver stops, whichever comes first; a request whose client went away before
+    it was answered is recorded with status 0 (not delivered).
+    """
 
     def __init__(self) -> None:
         self.requests: list[ReceivedRequest] = []
@@ -269,7 +285,14 @@ class OTLPReceiver:
         self._cond = threading.Condition()
         self._runner: web.AppRunner | None = None
         self._port = 0
-        self._thread_loop: asyncio.AbstractEventLoop | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._loop_thread_id: int | None = None
+        self._sock: socket.socket | None = None  # the listening socket, None when refusing
+        self._server: asyncio.Server | None = None  # serving ``_sock``
+        self._serving_tasks: set[asyncio.Task[None]] = set()
+        self._in_progress = 0
+        self._busy: set[object] = set()  # connections answering a request (loop only)
+        self._stopping = threading.Event()
 
     # -- scripting and inspection -------------------------------------------------------
     def script(self, *faults: Fault) -> None:
@@ -284,6 +307,12 @@ class OTLPReceiver:
             return len(self._faults)
 
     @property
+    def in_progress(self) -> int:
+        """Requests received and not answered yet (held, delayed, or being parsed)."""
+        with self._cond:
+            return self._in_progress
+
+    @property
     def url(self) -> str:
         """The full ``/v1/traces`` endpoint."""
         assert self._port, "receiver not started"
@@ -291,9 +320,22 @@ class OTLPReceiver:
 
     @property
     def spans(self) -> list[ReceivedSpan]:
-        """Spans of the requests answered 2xx (what was delivered)."""
+        """Spans of the requests answered 2xx (what was delivered), copies included."""
         with self._cond:
             return [s for r in self.requests if 200 <= r.status < 300 for s in r.spans]
+
+    @property
+    def distinct_spans(self) -> dict[str, ReceivedSpan]:
+        """Delivered spans (answered 2xx) by span id, each once: the first copy received."""
+        distinct: dict[str, ReceivedSpan] = {}
+        for span in self.spans:
+            distinct.setdefault(span.span_id, span)
+        return distinct
+
+    @property
+    def duplicates(self) -> int:
+        """Delivered span copies whose span id had already been delivered (0: each once)."""
+        return len(self.spans) - len(self.distinct_spans)
 
     def wait_for_spans(self, count: int, timeout: float = 10.0) -> list[ReceivedSpan]:
         """Block until ``count`` spans were delivered (use from sync tests / other threads)."""
@@ -306,26 +348,157 @@ class OTLPReceiver:
                 self._cond.wait(left)
             return self.spans
 
+    def wait_until(
+        self, condition: Callable[[], bool], timeout: float = 10.0, what: str = "condition"
+    ) -> None:
+        """Block until ``condition()`` holds, re-checked as requests arrive and are answered
+        (and every 10 ms); `TimeoutError` naming ``what`` after ``timeout`` seconds."""
+        end = time.monotonic() + timeout
+        with self._cond:
+            while not condition():
+                left = end - time.monotonic()
+                if left <= 0:
+                    raise TimeoutError(f"no {what} after {timeout}s")
+                self._cond.wait(min(left, 0.01))
+
     async def await_spans(self, count: int, timeout: float = 10.0) -> list[ReceivedSpan]:
         """Like `wait_for_spans`, polling from a coroutine without blocking the loop."""
-        await self._poll(lambda: len(self.spans) >= count, f"{count} spans", timeout)
+        await self.await_until(lambda: len(self.spans) >= count, timeout, f"{count} spans")
         return self.spans
 
     async def await_requests(self, count: int, timeout: float = 10.0) -> list[ReceivedRequest]:
         """Wait (polling, on any loop) until ``count`` requests were received."""
-        await self._poll(lambda: len(self.requests) >= count, f"{count} requests", timeout)
+        await self.await_until(lambda: len(self.requests) >= count, timeout, f"{count} requests")
         with self._cond:
             return list(self.requests)
 
-    async def _poll(self, done: Callable[[], bool], what: str, timeout: float) -> None:
+    async def await_until(
+        self, condition: Callable[[], bool], timeout: float = 10.0, what: str = "condition"
+    ) -> None:
+        """Like `wait_until`, polling from a coroutine (on any loop) without blocking it."""
         end = time.monotonic() + timeout
-        while not done():
+        while not condition():
             if time.monotonic() > end:
                 raise TimeoutError(f"no {what} after {timeout}s")
             await asyncio.sleep(0.01)
 
+    # -- the collector going down and coming back --------------------------------------
+    def refuse(self) -> None:
+        """Stop listening: new connections are refused until `accept`. Kept-alive idle
+        connections are closed too (those answering a request close once it is answered),
+        so a client cannot slip through a pooled connection. Callable from any thread,
+        the receiver's own loop included (it takes effect before this returns)."""
+        self._on_loop(self._stop_listening)
+
+    def accept(self) -> None:
+        """Listen again on the same port (after `refuse`); a no-op while listening.
+        Callable from any thread; connections are accepted (queued by the kernel until
+        served) as soon as this returns."""
+        self._on_loop(self._listen)
+
+    @property
+    def listening(self) -> bool:
+        """False between `refuse` and `accept` (and before start / after stop)."""
+        return self._sock is not None
+
+    def _on_loop(self, action: Callable[[], None]) -> None:
+        """Run ``action`` on the receiver's loop: directly when already there, else
+        through ``call_soon_threadsafe``, waiting for it to finish."""
+        loop = self._loop
+        assert loop is not None, "receiver not started"
+        assert self._runner is not None, "receiver stopped"
+        if threading.get_ident() == self._loop_thread_id:
+            action()
+            return
+        done: concurrent.futures.Future[None] = concurrent.futures.Future()
+
+        def run() -> None:
+            try:
+                action()
+            except BaseException as exc:
+                done.set_exception(exc)
+            else:
+                done.set_result(None)
+
+        loop.call_soon_threadsafe(run)
+        done.result(timeout=10)
+
+    def _listen(self) -> None:
+        """On the loop: bind and listen at once; the asyncio server starts serving the
+        socket on the next loop iteration."""
+        if self._sock is not None:
+            return
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        try:
+            # The port's earlier connections may still be open or in TIME_WAIT.
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            sock.bind(("127.0.0.1", self._port))
+            sock.listen(128)
+            sock.setblocking(False)
+        except BaseException:
+            sock.close()
+            raise
+        self._port = sock.getsockname()[1]
+        self._sock = sock
+        assert self._loop is not None
+        task = self._loop.create_task(self._serve(sock))
+        self._serving_tasks.add(task)
+        task.add_done_callback(self._serving_tasks.discard)
+
+    async def _serve(self, sock: socket.socket) -> None:
+        if self._sock is not sock or self._runner is None:
+            return  # refused (and the socket closed) before it was served
+        assert self._runner.server is not None
+        server = await asyncio.get_running_loop().create_server(self._runner.server, sock=sock)
+        if self._sock is sock:
+            self._server = server
+        else:
+            server.close()
+
+    def _stop_listening(self) -> None:
+        """On the loop: close the listening socket and idle kept-alive connections."""
+        sock, self._sock = self._sock, None
+        server, self._server = self._server, None
+        if server is not None:
+            server.close()  # closes the socket it serves, at once
+        elif sock is not None:
+            sock.close()  # not served yet: `_serve` will see it was refused
+        if self._runner is not None and self._runner.server is not None:
+            for connection in self._runner.server.connections:
+                if connection in self._busy:
+                    connection.close()  # once its request is answered
+                else:
+                    connection.force_close()  # idle, kept alive: now
+
     # -- the server -------------------------------------------------------------------
+    async def _wait_for_answer_time(self, request: web.Request, fault: Fault) -> None:
+        """Wait out ``fault.hold`` and ``fault.delay``; end early when the client went
+        away or the receiver stops (a threading.Event, polled: the test may set a hold
+        from any thread or loop)."""
+        delay_ends = None
+        while True:
+            if self._stopping.is_set() or _client_gone(request):
+                return
+            if fault.hold is None or fault.hold.is_set():
+                if delay_ends is None:
+                    delay_ends = time.monotonic() + fault.delay
+                if time.monotonic() >= delay_ends:
+                    return
+            await asyncio.sleep(0.005)
+
     async def _handle(self, request: web.Request) -> web.StreamResponse:
+        with self._cond:
+            self._in_progress += 1
+        self._busy.add(request.protocol)
+        try:
+            return await self._answer(request)
+        finally:
+            self._busy.discard(request.protocol)
+            with self._cond:
+                self._in_progress -= 1
+                self._cond.notify_all()
+
+    async def _answer(self, request: web.Request) -> web.StreamResponse:
         raw = await request.read()
         with self._cond:
             fault = self._faults.popleft() if self._faults else self.default
@@ -345,28 +518,29 @@ class OTLPReceiver:
             self.errors.append(f"{type(exc).__name__}: {exc}")
             status = 400
             fault = Fault(status=400, body=str(exc).encode())
-        # A threading.Event, polled: the test may set it from any thread or loop.
-        while fault.hold is not None and not fault.hold.is_set():  # noqa: ASYNC110
-            await asyncio.sleep(0.005)
-        if fault.delay:
-            await asyncio.sleep(fault.delay)
+        if fault.hold is not None or fault.delay:
+            await self._wait_for_answer_time(request, fault)
         peer = request.transport.get_extra_info("peername") if request.transport else None
+        # Not answered: dropped on purpose, the client went away, or the receiver stops.
+        unanswered = fault.drop or _client_gone(request) or self._stopping.is_set()
         recorded = ReceivedRequest(
             request.path,
             CIMultiDict(request.headers),
             raw,
             body,
             spans,
-            0 if fault.drop else status,
+            0 if unanswered else status,
             tuple(peer[:2]) if peer else None,
         )
         with self._cond:
             self.requests.append(recorded)
             self._cond.notify_all()
-        if fault.drop:
-            assert request.transport is not None
-            request.transport.abort()
-            raise ConnectionResetError("dropped by the test receiver")
+        if unanswered:
+            if request.transport is not None:
+                request.transport.abort()
+            # aiohttp fails to write this to the aborted connection and lets it go quietly
+            # (raising here instead would log an error for every dropped request).
+            return web.Response(status=500)
         if fault.body is None:
             protobuf = request.headers.get("Content-Type") == "application/x-protobuf"
             default_body = b"" if protobuf else b"{}"
@@ -384,16 +558,19 @@ class OTLPReceiver:
             app, access_log=None, shutdown_timeout=0.5, auto_decompress=False
         )
         await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", 0)
-        await site.start()
-        server = site._server
-        assert isinstance(server, asyncio.Server)
-        self._port = server.sockets[0].getsockname()[1]
+        self._loop = asyncio.get_running_loop()
+        self._loop_thread_id = threading.get_ident()
+        self._stopping.clear()
+        self._listen()
+        await asyncio.gather(*self._serving_tasks)
         return self
 
     async def stop(self) -> None:
-        """Stop serving (idempotent)."""
+        """Stop serving (idempotent). Held and delayed requests end at once, unanswered
+        (recorded with status 0)."""
         if self._runner is not None:
+            self._stopping.set()
+            self._stop_listening()
             runner, self._runner = self._runner, None
             await runner.cleanup()
 
@@ -406,16 +583,41 @@ class OTLPReceiver:
     @contextlib.contextmanager
     def running_in_thread(self) -> Iterator[OTLPReceiver]:
         """Serve from a private event loop on a daemon thread for the ``with`` block."""
-        loop_thread = LoopThread("otlp-receiver")
-        loop = loop_thread.ensure_started()
+        loop = asyncio.new_event_loop()
+        thread = threading.Thread(target=loop.run_forever, name="otlp-receiver", daemon=True)
+        thread.start()
         try:
             asyncio.run_coroutine_threadsafe(self.start(), loop).result(timeout=10)
             yield self
         finally:
             with contextlib.suppress(Exception):
                 asyncio.run_coroutine_threadsafe(self.stop(), loop).result(timeout=10)
-            # Cancels handlers still sleeping in a delay fault, then closes the loop.
-            loop_thread.stop().result(timeout=10)
+            asyncio.run_coroutine_threadsafe(_cancel_the_rest(), loop).result(timeout=10)
+            loop.call_soon_threadsafe(loop.stop)
+            thread.join(timeout=10)
+            loop.close()
+
+
+def hang() -> Fault:
+    """A fault that accepts the request and never answers it (until the client gives up
+    or the receiver stops): ``Fault(hold=...)`` with an event nobody sets."""
+    return Fault(hold=threading.Event())
+
+
+def _client_gone(request: web.Request) -> bool:
+    """True once the client closed or reset its connection (aiohttp drops the transport)."""
+    transport = request.transport
+    return transport is None or transport.is_closing()
+
+
+async def _cancel_the_rest() -> None:
+    """Cancel every other task of the running loop and wait for them (thread shutdown)."""
+    current = asyncio.current_task()
+    tasks = [t for t in asyncio.all_tasks() if t is not current]
+    for task in tasks:
+        task.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
+    await asyncio.get_running_loop().shutdown_asyncgens()
 
 
 def not_listening_url() -> str:
