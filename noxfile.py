@@ -1,7 +1,9 @@
 """Project tasks. ``nox`` runs lint, typecheck, tests and examples; ``nox -s bench`` the
-benchmarks."""
+benchmarks; ``nox -s soak`` the model-based delivery test at length."""
 
 from __future__ import annotations
+
+import os
 
 import nox
 
@@ -33,6 +35,20 @@ def tests(session: nox.Session) -> None:
     """The test suite."""
     session.install("-e", ".[test]")
     session.run("pytest", *session.posargs)
+
+
+@nox.session(python=PYTHON)
+def soak(session: nox.Session) -> None:
+    """The model-based delivery test with many examples (``KEYWORDSAI_SOAK_EXAMPLES``,
+    default 500; ``nox -s tests`` runs a dozen)."""
+    session.install("-e", ".[test]")
+    examples = os.environ.get("KEYWORDSAI_SOAK_EXAMPLES", "500")
+    session.run(
+        "pytest",
+        "tests/test_delivery_model.py",
+        *session.posargs,
+        env={"KEYWORDSAI_SOAK_EXAMPLES": examples},
+    )
 
 
 @nox.session(python=PYTHON)

@@ -13,7 +13,7 @@ import pytest
 from opentelemetry.sdk.trace import ReadableSpan
 
 from keywordsai_tracing._engine import AsyncBatchSpanProcessor, ProcessorStats
-from keywordsai_tracing._engine.delivery import Batch, Delivery, Send
+from keywordsai_tracing._engine.delivery import Batch, Delivery, Reason, Send
 from keywordsai_tracing._export_types import concurrent_exports
 from keywordsai_tracing._exporter import OTLPHttpExporter
 from tests.otlp_receiver import Fault, OTLPReceiver, otlp_receiver, threaded_otlp_receiver
@@ -241,3 +241,24 @@ def test_a_send_in_a_sync_exporters_thread_is_never_taken_back() -> None:
     assert delivery.stats().in_flight == 2
     delivery.complete(batch, in_thread, True)
     assert delivery.stats() == ProcessorStats(ended=2, delivered=2)
+
+
+def test_a_flush_reports_a_loss_it_covers_once_even_one_from_before_it_began() -> None:
+    delivery = Delivery()
+    worker = SimpleNamespace(retired=False)
+    delivery.queue.extend(cast(ReadableSpan, object()) for _ in range(4))
+    a, b = (delivery.take(worker, 2, force=False, now=0.0) for _ in range(2))
+    assert a is not None
+    assert b is not None
+    sends = [Send(worker, None), Send(worker, None)]
+    assert delivery.begin_send(a, worker, sends[0], 0.0)
+    assert delivery.begin_send(b, worker, sends[1], 0.0)
+    delivery.complete(a, sends[0], False)  # lost before anyone flushed
+    first = delivery.add_waiter()
+    assert not first.future.done()  # b is still in flight
+    delivery.complete(b, sends[1], True)
+    assert first.future.result() is False  # it covers a: it says so
+    assert delivery.add_waiter().future.result() is True  # already said: not again
+    delivery.count_drop(Reason.QUEUE_FULL)  # a span that never had a place
+    assert delivery.add_waiter().future.result() is False
+    assert delivery.add_waiter().future.result() is True

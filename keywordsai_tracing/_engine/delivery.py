@@ -34,7 +34,7 @@ import enum
 import math
 import threading
 from collections.abc import Iterable
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from typing import TYPE_CHECKING, Protocol
 
 from opentelemetry.sdk.trace import ReadableSpan
@@ -47,6 +47,8 @@ if TYPE_CHECKING:
 
 # Consecutive failed attempts after which a refusing collector counts as down.
 BREAKER_THRESHOLD = 3
+# How long past its deadline a send on a stopped loop is taken back (see `Send.overdue`).
+OVERDUE_GRACE = 0.5
 
 
 class Reason(enum.StrEnum):
@@ -115,6 +117,13 @@ class Send:
 
     owner: object
     loop: asyncio.AbstractEventLoop | None
+    deadline: float = math.inf  # when the attempt must have ended
+
+    def overdue(self, now: float) -> bool:
+        """Past its deadline on a loop that is not running: if that loop runs again, the
+        attempt can only end as a timeout, so the batch may be taken back now."""
+        loop = self.loop
+        return loop is not None and now > self.deadline + OVERDUE_GRACE and not loop.is_running()
 
 
 @dataclass(eq=False, slots=True)
@@ -146,6 +155,45 @@ class Waiter:
     future: concurrent.futures.Future[bool]
     blocked: asyncio.AbstractEventLoop | None = None
     ok: bool = True
+    lost: int = 0  # spans dropped before they had a position, when the flush began
+    reports: bool = True  # its answer reaches the caller (a shutdown's flush does not)
+
+
+@dataclass(slots=True)
+class Unreported:
+    """Drops that no flush has reported yet.
+
+    A flush returns False for every span it covers that was dropped, and thereby reports
+    it; a later flush covering the same span does not report it again, so one transient
+    failure does not make every later flush False. ``intervals``: positions of dropped
+    spans, sorted disjoint ``[start, end)``; ``lost``: spans dropped before they had a
+    position (queue full, after shutdown) that were reported so far.
+    """
+
+    intervals: list[list[int]] = field(default_factory=list)
+    lost: int = 0
+
+    def add(self, start: int, end: int) -> None:
+        bisect.insort(self.intervals, [start, end])
+        merged: list[list[int]] = []
+        for interval in self.intervals:
+            if merged and interval[0] <= merged[-1][1]:
+                merged[-1][1] = max(merged[-1][1], interval[1])
+            else:
+                merged.append(interval)
+        self.intervals = merged
+
+    def any_below(self, target: int) -> bool:
+        return bool(self.intervals) and self.intervals[0][0] < target
+
+    def report_below(self, target: int, lost: int) -> None:
+        """A flush covering positions below ``target`` (and ``lost``) has answered."""
+        while self.intervals and self.intervals[0][0] < target:
+            if self.intervals[0][1] > target:
+                self.intervals[0][0] = target
+                break
+            self.intervals.pop(0)
+        self.lost = max(self.lost, lost)
 
 
 @dataclass(frozen=True, slots=True)
@@ -191,6 +239,7 @@ class Delivery:
         self._waiting: list[Batch] = []  # by start; not held
         self._fresh_waiting = 0  # spans in waiting batches never attempted
         self._waiters: list[Waiter] = []
+        self._unreported = Unreported()
         self._failures = 0  # consecutive attempts without any answer
         self._down = False  # a batch gave up; nothing answered since
         self._gave_up_warning.reset_after_fork()
@@ -221,9 +270,27 @@ class Delivery:
         return bool(self.queue) or bool(self._unfinished) or bool(self._waiters)
 
     def next_due(self) -> float | None:
-        """When the earliest batch waiting for a retry is due (None: none waits)."""
+        """When the earliest batch waiting for a retry is due, or a send stuck on a
+        stopped loop becomes overdue (None: neither)."""
         with self.lock:
-            return min((batch.not_before for batch in self._waiting), default=None)
+            due = min((batch.not_before for batch in self._waiting), default=math.inf)
+            for batch in self._unfinished:
+                send = batch.holder if isinstance(batch.holder, Send) else None
+                if send is not None and send.loop is not None and not send.loop.is_running():
+                    due = min(due, send.deadline + OVERDUE_GRACE)
+            return None if due == math.inf else due
+
+    def take_back_overdue(self, now: float) -> int:
+        """Take back the batches of sends overdue on stopped loops (`Send.overdue`), to be
+        sent again (counted as re-sent). Returns how many spans."""
+        with self.lock:
+            count = 0
+            for batch in list(self._unfinished):
+                holder = batch.holder
+                overdue = isinstance(holder, Send) and holder.overdue(now)
+                if overdue and self._put_back(batch, holder, sent=True):
+                    count += len(batch.spans)
+            return count
 
     def sending_on(self, loop: asyncio.AbstractEventLoop) -> int:
         """Spans in sends running on ``loop``."""
@@ -246,11 +313,19 @@ class Delivery:
 
     # -- flushes ------------------------------------------------------------------------
 
-    def add_waiter(self, blocked: asyncio.AbstractEventLoop | None = None) -> Waiter:
-        """Register a flush of everything accepted so far; done at once if nothing pends."""
+    def add_waiter(
+        self, blocked: asyncio.AbstractEventLoop | None = None, *, reports: bool = True
+    ) -> Waiter:
+        """Register a flush of everything accepted so far; done at once if nothing pends.
+        ``reports``: its answer reaches the caller, so the losses it covers are reported."""
         future: concurrent.futures.Future[bool] = concurrent.futures.Future()
         with self.lock:
-            waiter = Waiter(self.taken + len(self.queue), future, blocked)
+            waiter = Waiter(self.taken + len(self.queue), future, blocked, reports=reports)
+            with self.drop_lock:
+                waiter.lost = self.counts[Reason.QUEUE_FULL] + self.counts[Reason.AFTER_SHUTDOWN]
+            # A span it covers was dropped already, and no flush has said so yet.
+            unreported = self._unreported
+            waiter.ok = waiter.lost <= unreported.lost and not unreported.any_below(waiter.target)
             self._waiters.append(waiter)
             self.flush_target = max(self.flush_target, waiter.target)
             ready = self._ready_waiters()
@@ -288,6 +363,9 @@ class Delivery:
                 low = min(low, batch.start)
             (ready if waiter.target <= low else remaining).append(waiter)
         self._waiters = remaining
+        for waiter in ready:
+            if waiter.reports:
+                self._unreported.report_below(waiter.target, waiter.lost)
         return ready
 
     # -- taking batches -----------------------------------------------------------------
@@ -349,7 +427,9 @@ class Delivery:
         batch.holder = None
         batch.not_before = 0.0
         if sent:
+            # Cut off through no fault of the collector: a fresh window for its retries.
             batch.resend = True
+            batch.window_end = math.inf
         self._wait(batch)
         return True
 
@@ -491,6 +571,7 @@ class Delivery:
                 self.counts[reason] += count
                 failed = failed or reason is not Reason.FILTERED
         if failed:
+            self._unreported.add(batch.start, batch.start + len(batch.spans))
             for waiter in self._waiters:
                 if waiter.target > batch.start:
                     waiter.ok = False

@@ -209,9 +209,10 @@ class AsyncBatchSpanProcessor(SpanProcessor):
         *,
         quiet: bool = False,
     ) -> bool:
-        """``running``: the loop this flush blocks (default: this thread's)."""
+        """``running``: the loop this flush blocks (default: this thread's); ``quiet``: a
+        shutdown's flush, whose answer is not the caller's (nothing logged or reported)."""
         blocked = _get_running_loop() if running is False else running
-        waiter = self._delivery.add_waiter(blocked)
+        waiter = self._delivery.add_waiter(blocked, reports=not quiet)
         if not waiter.future.done():
             worker = self._host.ensure(blocked, "block")
             if worker is None:
@@ -234,7 +235,7 @@ class AsyncBatchSpanProcessor(SpanProcessor):
         return self._report(bool(ok), quiet)
 
     async def _flush_async(self, deadline: float, *, quiet: bool = False) -> bool:
-        waiter = self._delivery.add_waiter()
+        waiter = self._delivery.add_waiter(reports=not quiet)
         if not waiter.future.done():
             worker = self._host.ensure(asyncio.get_running_loop(), "async")
             if worker is None:
@@ -247,10 +248,12 @@ class AsyncBatchSpanProcessor(SpanProcessor):
         return self._report(ok, quiet)
 
     def _all_delivered(self) -> bool:
-        """After shutdown nothing moves: whether every span ended so far was delivered
-        (or filtered as noise)."""
-        stats = self._delivery.stats()
-        return stats.delivered + stats.filtered == stats.ended
+        """After shutdown nothing moves: a flush answers at once (see `Unreported`)."""
+        waiter = self._delivery.add_waiter()
+        if not waiter.future.done():  # a span still racing in: it will never be sent
+            self._delivery.discard(waiter)
+            return False
+        return waiter.future.result()
 
     def _report(self, ok: bool, quiet: bool) -> bool:
         stats = self._delivery.stats()

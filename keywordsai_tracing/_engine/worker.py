@@ -91,7 +91,8 @@ class ExportWorker:
         self._sending: dict[asyncio.Task[None], contextvars.Context] = {}
         self._timer_fired = False
         self._force_owed = False  # the delay passed while every slot was busy
-        self._draining = False  # the loop is shutting down: no retries here
+        self._closing = False  # the loop is shutting down
+        self._draining = False  # ... and queued batches get their one attempt here
         self._context = contextvars.Context()  # the task's own, empty: nothing leaks in
 
     # -- called from any thread -----------------------------------------------------------
@@ -211,6 +212,8 @@ class ExportWorker:
         host = self.host
         force = self._force_owed = force_first or self._force_owed
         now = time.monotonic()
+        if taken := host.delivery.take_back_overdue(now):
+            logger.debug("Took back %d spans stuck in a send on a stopped loop", taken)
         while len(self._sending) < self._limit:
             batch = host.delivery.take(
                 self,
@@ -288,15 +291,20 @@ class ExportWorker:
                 return
             if not delivery.prepared(batch, self, prepared):
                 return
-        send = Send(self, self.loop)
         now = time.monotonic()
+        send = Send(self, self.loop)
         if not delivery.begin_send(batch, self, send, now):
             return
-        deadline = self.host.attempt_deadline(batch, now)
+        deadline = send.deadline = self.host.attempt_deadline(batch, now)
         try:
             if isinstance(channel, AttemptChannel):
                 assert batch.prepared is not None
                 attempt = await self._attempt(channel, batch, deadline)
+                if self._closing and attempt.retry and attempt.status is None:
+                    # No answer while the loop shuts down: possibly the shutdown's doing
+                    # (it cancels aiohttp's own tasks too), not the collector's.
+                    delivery.put_back(batch, send, sent=True)
+                    return
                 delivery.settle(batch, send, attempt, time.monotonic())
             else:
                 assert isinstance(channel, AsyncChannel)
@@ -357,6 +365,7 @@ class ExportWorker:
             task.uncancel()
         host = self.host
         host.mark_dying(self.loop)
+        self._closing = True
         deadline = time.monotonic() + min(host.export_timeout, DRAIN_LIMIT)
         try:
             if not (self.retired or host.closing):
