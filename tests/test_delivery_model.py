@@ -37,7 +37,7 @@ from keywordsai_tracing._retry import RetryPolicy
 from tests.otlp_receiver import Fault, OTLPReceiver
 
 FAST = RetryPolicy(initial_backoff=0.01, max_backoff=0.05)
-OUTAGES = {"503", "429", "drop"}
+OUTAGES = {"503", "429", "drop", "refused"}
 FAULTS: dict[str, Fault] = {
     "ok": Fault(),
     "503": Fault(status=503, headers={"Retry-After": "0.05"}),
@@ -45,7 +45,10 @@ FAULTS: dict[str, Fault] = {
     "drop": Fault(drop=True),
     "slow": Fault(delay=0.1),
     "400": Fault(status=400),
+    "refused": Fault(),  # and the receiver stops listening
 }
+# Not here: a collector that never answers. A request outliving the 2 s a closing loop
+# grants is cut off and sent again, possibly twice; tests/test_exit_budget.py has it.
 
 
 class AppLoop:
@@ -209,10 +212,15 @@ class DeliveryMachine(RuleBasedStateMachine):
         self._flushed(self.app.run(self.processor.aflush(5)), before)
 
     @precondition(lambda self: not self.shut)
-    @rule()
-    def shut_down(self) -> None:
+    @rule(from_thread=st.booleans())
+    def shut_down(self, from_thread: bool) -> None:
         self.shut_down_during.add(self.fault)
-        self.processor.shutdown(timeout_millis=3000)
+        if from_thread:
+            thread = threading.Thread(target=self.processor.shutdown, args=(3000,))
+            thread.start()
+            thread.join(10)
+        else:
+            self.processor.shutdown(timeout_millis=3000)
         self.shut = True
 
     # -- the collector ------------------------------------------------------------------------
@@ -222,6 +230,10 @@ class DeliveryMachine(RuleBasedStateMachine):
         self.fault = fault
         self.seen.add(fault)
         self.receiver.default = FAULTS[fault]
+        if fault == "refused":
+            self.receiver.refuse()
+        else:
+            self.receiver.accept()
 
     # -- checks ---------------------------------------------------------------------------------
 
@@ -235,6 +247,7 @@ class DeliveryMachine(RuleBasedStateMachine):
     def teardown(self) -> None:
         try:
             self.receiver.default = Fault()
+            self.receiver.accept()
             if not self.app.running:
                 self.app.start()  # lets whatever it had in flight finish
             if not self.shut:

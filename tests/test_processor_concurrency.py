@@ -13,7 +13,8 @@ import pytest
 from opentelemetry.sdk.trace import ReadableSpan
 
 from keywordsai_tracing._engine import AsyncBatchSpanProcessor, ProcessorStats
-from keywordsai_tracing._engine.delivery import Batch, Delivery, Reason, Send
+from keywordsai_tracing._engine.delivery import Delivery
+from keywordsai_tracing._engine.records import Batch, Reason, Send
 from keywordsai_tracing._export_types import concurrent_exports
 from keywordsai_tracing._exporter import OTLPHttpExporter
 from tests.otlp_receiver import Fault, OTLPReceiver, otlp_receiver, threaded_otlp_receiver

@@ -6,11 +6,12 @@ Read it top-down:
    appends the span to a queue (no lock, no I/O) and wakes the export task only when a
    batch fills. Flushes and shutdowns are requests to the delivery, with a deadline.
 2. `delivery.Delivery` owns every span's state: queued, in flight (an attempt running,
-   or waiting to be retried), delivered, or dropped with a `delivery.Reason`. Batches keep
+   or waiting to be retried), delivered, or dropped with a `records.Reason`. Batches keep
    their position and retry state (attempts, the time of the next one, their prepared
    payload), so flushes wait exactly for what was ended before them, and a batch can move
    between loops without losing its place. A batch has one holder at a time, so it is
    never handed to the exporter again while an earlier hand-over may still be running.
+   What it keeps (counters, batches, hand-overs, waiting flushes) is in `records`.
 3. `worker.ExportWorker` is the export task on one event loop: it takes batches, sends
    them through a `channels.Channel` (how that exporter is called: one attempt of an
    OTLP exporter whose retries the engine runs, an ``aexport`` coroutine, or a sync
@@ -24,8 +25,8 @@ Read it top-down:
    machinery for async exporters.
 """
 
-from .delivery import ProcessorStats, Reason
 from .processor import AsyncBatchSpanProcessor
+from .records import ProcessorStats, Reason
 from .simple import SimpleAsyncSpanProcessor
 
 __all__ = ["AsyncBatchSpanProcessor", "ProcessorStats", "Reason", "SimpleAsyncSpanProcessor"]

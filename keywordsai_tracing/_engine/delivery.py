@@ -30,15 +30,13 @@ import asyncio
 import bisect
 import collections
 import concurrent.futures
-import enum
 import math
 import threading
-from collections.abc import Iterable
-from dataclasses import dataclass, field, fields
 from typing import TYPE_CHECKING, Protocol
 
 from opentelemetry.sdk.trace import ReadableSpan
 
+from .records import OVERDUE_GRACE, Batch, ProcessorStats, Reason, Send, Unreported, Waiter
 from .util import RateLimitedWarning, logger, resolve
 
 if TYPE_CHECKING:
@@ -47,160 +45,6 @@ if TYPE_CHECKING:
 
 # Consecutive failed attempts after which a refusing collector counts as down.
 BREAKER_THRESHOLD = 3
-# How long past its deadline a send on a stopped loop is taken back (see `Send.overdue`).
-OVERDUE_GRACE = 0.5
-
-
-class Reason(enum.StrEnum):
-    """Why spans were dropped (the names of the `ProcessorStats` counters)."""
-
-    QUEUE_FULL = "queue_full"
-    FILTERED = "filtered"
-    REJECTED = "rejected"
-    GAVE_UP = "gave_up"
-    DEADLINE = "deadline"
-    FAILED = "failed"
-    AFTER_SHUTDOWN = "after_shutdown"
-
-
-@dataclass(frozen=True, slots=True)
-class ProcessorStats:
-    """Where the spans a processor was given are (a snapshot).
-
-    ``ended`` spans were handed to it; each is ``queued`` (never attempted), ``in_flight``
-    (an attempt running, or waiting to be retried), ``delivered``, or ``dropped``:
-    ``queue_full``, ``filtered`` (noise), ``rejected`` (by the collector), ``gave_up``
-    (retries exhausted), ``deadline`` (the shutdown budget ran out), ``failed`` (a custom
-    exporter failed or timed out), ``after_shutdown`` (ended after shutdown). So
-    ``queued + in_flight + delivered + dropped == ended``. ``resent`` spans were sent
-    again after an attempt was cut off mid-flight; ``retries`` counts attempts after a
-    batch's first.
-    """
-
-    ended: int = 0
-    queued: int = 0
-    in_flight: int = 0
-    delivered: int = 0
-    dropped: int = 0
-    queue_full: int = 0
-    filtered: int = 0
-    rejected: int = 0
-    gave_up: int = 0
-    deadline: int = 0
-    failed: int = 0
-    after_shutdown: int = 0
-    resent: int = 0
-    retries: int = 0
-
-    @property
-    def pending(self) -> int:
-        """Spans not yet delivered or dropped."""
-        return self.queued + self.in_flight
-
-    def dropped_by_reason(self) -> dict[str, int]:
-        """The non-zero drop counters, by reason."""
-        counts = {reason.value: getattr(self, reason.value) for reason in Reason}
-        return {reason: count for reason, count in counts.items() if count}
-
-    def __add__(self, other: ProcessorStats) -> ProcessorStats:
-        return type(self)(
-            **{f.name: getattr(self, f.name) + getattr(other, f.name) for f in fields(self)}
-        )
-
-
-@dataclass(eq=False, slots=True)
-class Send:
-    """One hand-over of a batch to the exporter, holding the batch while it runs.
-
-    ``loop`` is where it runs: None for a sync exporter's thread, which cannot be cut off
-    (its outcome is always waited for)."""
-
-    owner: object
-    loop: asyncio.AbstractEventLoop | None
-    deadline: float = math.inf  # when the attempt must have ended
-
-    def overdue(self, now: float) -> bool:
-        """Past its deadline on a loop that is not running: if that loop runs again, the
-        attempt can only end as a timeout, so the batch may be taken back now."""
-        loop = self.loop
-        return loop is not None and now > self.deadline + OVERDUE_GRACE and not loop.is_running()
-
-
-@dataclass(eq=False, slots=True)
-class Batch:
-    """Spans taken together; ``start`` is the position of the first one."""
-
-    start: int
-    spans: list[ReadableSpan]
-    attempts: int = 0
-    not_before: float = 0.0  # monotonic instant of the next attempt (backoff)
-    window_end: float = math.inf  # no attempt starts after this (set by the first send)
-    prepared: Prepared | None = None  # kept across attempts and loops
-    holder: object | None = None  # a worker preparing it, a `Send`, or None: waiting
-    resend: bool = False  # cut off mid-send: the next send is a re-send
-
-    @property
-    def fresh(self) -> bool:
-        return self.attempts == 0 and not self.resend
-
-
-@dataclass(slots=True)
-class Waiter:
-    """One flush: done when every span before ``target`` is delivered or dropped.
-
-    Batches sending on ``blocked`` (the loop the flushing thread blocks) cannot finish
-    during the flush: they are not waited for, and make the result False."""
-
-    target: int
-    future: concurrent.futures.Future[bool]
-    blocked: asyncio.AbstractEventLoop | None = None
-    ok: bool = True
-    lost: int = 0  # spans dropped before they had a position, when the flush began
-    reports: bool = True  # its answer reaches the caller (a shutdown's flush does not)
-
-
-@dataclass(slots=True)
-class Unreported:
-    """Drops that no flush has reported yet.
-
-    A flush returns False for every span it covers that was dropped, and thereby reports
-    it; a later flush covering the same span does not report it again, so one transient
-    failure does not make every later flush False. ``intervals``: positions of dropped
-    spans, sorted disjoint ``[start, end)``; ``lost``: spans dropped before they had a
-    position (queue full, after shutdown) that were reported so far.
-    """
-
-    intervals: list[list[int]] = field(default_factory=list)
-    lost: int = 0
-
-    def add(self, start: int, end: int) -> None:
-        bisect.insort(self.intervals, [start, end])
-        merged: list[list[int]] = []
-        for interval in self.intervals:
-            if merged and interval[0] <= merged[-1][1]:
-                merged[-1][1] = max(merged[-1][1], interval[1])
-            else:
-                merged.append(interval)
-        self.intervals = merged
-
-    def any_below(self, target: int) -> bool:
-        return bool(self.intervals) and self.intervals[0][0] < target
-
-    def report_below(self, target: int, lost: int) -> None:
-        """A flush covering positions below ``target`` (and ``lost``) has answered."""
-        while self.intervals and self.intervals[0][0] < target:
-            if self.intervals[0][1] > target:
-                self.intervals[0][0] = target
-                break
-            self.intervals.pop(0)
-        self.lost = max(self.lost, lost)
-
-
-@dataclass(frozen=True, slots=True)
-class Settled:
-    """What the worker should do after an outcome: wake at ``due`` (a retry's time)."""
-
-    due: float | None = None
 
 
 class Holder(Protocol):
@@ -216,9 +60,17 @@ class Delivery:
     under ``lock``.
     """
 
-    def __init__(self, retry_policy: RetryPolicy | None = None, window: float = math.inf) -> None:
+    def __init__(
+        self,
+        retry_policy: RetryPolicy | None = None,
+        window: float = math.inf,
+        out_limit: float = math.inf,
+    ) -> None:
         self.retry_policy = retry_policy
         self.window = window
+        # Spans held outside the queue (in flight or waiting to be retried) at most: past
+        # it, no new batch leaves the queue, so an outage cannot pile up batches in backoff.
+        self.out_limit = out_limit
         self._gave_up_warning = RateLimitedWarning("Dropped %d spans after %d attempts (%s): %s")
         self.reset_after_fork()
 
@@ -387,7 +239,7 @@ class Delivery:
                     batch.holder = holder
                     return batch
             size = len(self.queue)
-            if size == 0:
+            if size == 0 or self.taken - self.finished >= self.out_limit:
                 return None
             if size < limit and not force and self.taken >= self.flush_target:
                 return None
@@ -494,23 +346,28 @@ class Delivery:
         _resolve_all(ready)
         return True
 
-    def settle(self, batch: Batch, send: Send, attempt: Attempt, now: float) -> Settled:
+    def settle(self, batch: Batch, send: Send, attempt: Attempt, now: float) -> None:
         """Apply one attempt of an `AttemptExporter`: done, or back off and try again."""
         with self.lock:
             if batch.holder is not send:
-                return Settled()
+                return
             prepared = batch.prepared
             filtered = prepared.filtered if prepared is not None else 0
             sent = len(batch.spans) - filtered
+            dropped: Reason | None = None
             if not attempt.retry:
                 self._failures = 0
                 self._down = False
                 delivered = max(0, min(attempt.delivered, sent))
-                counts = {Reason.FILTERED: filtered, Reason.REJECTED: sent - delivered}
+                rejected = max(0, min(attempt.rejected, sent - delivered))
+                counts = {
+                    Reason.FILTERED: filtered,
+                    Reason.REJECTED: rejected,
+                    Reason.FAILED: sent - delivered - rejected,  # the exporter broke
+                }
                 ready = self._finish(batch, counts, delivered=delivered)
-                due, dropped = None, None
             else:
-                ready, due, dropped = self._after_failure(batch, attempt, sent, filtered, now)
+                ready, dropped = self._after_failure(batch, attempt, sent, filtered, now)
             attempts = batch.attempts
         _resolve_all(ready)
         cause = attempt.cause or "no answer"
@@ -518,15 +375,14 @@ class Delivery:
             self._gave_up_warning(sent, attempts, dropped.value, cause)
         elif attempt.retry:
             logger.debug("Export attempt %d failed (%s); retrying", attempts, cause)
-        return Settled(due)
 
     def _after_failure(
         self, batch: Batch, attempt: Attempt, sent: int, filtered: int, now: float
-    ) -> tuple[list[Waiter], float | None, Reason | None]:
+    ) -> tuple[list[Waiter], Reason | None]:
+        """A failed attempt (lock held): back off, or drop with a reason."""
         self._failures += 1
         closing = self.closing_deadline
         end = batch.window_end if closing is None else min(batch.window_end, closing)
-        reason: Reason | None = None
         delay: float | None = None
         if self._down:
             reason = Reason.GAVE_UP  # known down: one attempt per batch until it answers
@@ -536,24 +392,20 @@ class Delivery:
             policy = self.retry_policy
             if policy is not None:
                 delay = policy.next_delay(batch.attempts, attempt.status, end, attempt.retry_after)
-            if delay is None:
-                hit_budget = closing is not None and closing <= batch.window_end
-                reason = Reason.DEADLINE if hit_budget else Reason.GAVE_UP
-        if reason is None and delay is not None:
+            hit_budget = closing is not None and closing <= batch.window_end
+            reason = Reason.DEADLINE if hit_budget else Reason.GAVE_UP
+        if delay is not None:
             batch.holder = None
-            batch.not_before = now + delay
+            batch.not_before = now + delay  # the worker's timer looks at `next_due`
             self._wait(batch)
-            return [], batch.not_before, None
-        assert reason is not None
-        due: float | None = None
+            return [], None
         if reason is Reason.GAVE_UP:
             self._down = True
-            for other in self._waiting:  # batches in backoff: one last probe, now
+            for other in self._waiting:  # batches in backoff: one last attempt, now
                 if other.attempts:
                     other.not_before = min(other.not_before, now)
-                    due = now
         counts = {Reason.FILTERED: filtered, reason: sent}
-        return self._finish(batch, counts, delivered=0), due, reason
+        return self._finish(batch, counts, delivered=0), reason
 
     def _finish(self, batch: Batch, counts: dict[Reason, int], *, delivered: int) -> list[Waiter]:
         """Record the end of ``batch`` (lock held); returns the flushes now done."""
@@ -595,11 +447,6 @@ class Delivery:
             self._fresh_waiting = 0
         _resolve_all(ready)
         return dropped
-
-    def batches(self) -> Iterable[Batch]:
-        """A snapshot of the unfinished batches (for tests and debugging)."""
-        with self.lock:
-            return sorted(self._unfinished, key=lambda b: b.start)
 
 
 def _resolve_all(waiters: list[Waiter]) -> None:

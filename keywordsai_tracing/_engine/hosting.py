@@ -28,8 +28,9 @@ from typing import Literal
 from keywordsai_tracing._fork import FORK_GRAVEYARD
 
 from .channels import Channel
-from .delivery import Batch, Delivery, Send
+from .delivery import Delivery
 from .loop_thread import LoopThread
+from .records import Batch, Send
 from .util import RateLimitedWarning, logger
 from .worker import ExportWorker
 

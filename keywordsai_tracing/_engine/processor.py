@@ -26,8 +26,9 @@ from opentelemetry.trace import TraceFlags
 from keywordsai_tracing import _config
 
 from .channels import channel_for
-from .delivery import Delivery, ProcessorStats, Reason
+from .delivery import Delivery
 from .hosting import WorkerHost
+from .records import ProcessorStats, Reason
 from .util import RateLimitedWarning, await_future, check_limits, logger, positive
 from .worker import ExportWorker
 
@@ -79,7 +80,11 @@ class AsyncBatchSpanProcessor(SpanProcessor):
         self._exit_flush_timeout = exit_flush_timeout
         self._span_exporter = span_exporter
         channel = channel_for(span_exporter, "keywordsai-sync-export")
-        self._delivery = Delivery(channel.retry_policy, min(channel.window, export_timeout))
+        self._delivery = Delivery(
+            channel.retry_policy,
+            window=min(channel.window, export_timeout),
+            out_limit=channel.concurrency * self._max_export_batch_size,
+        )
         self._queue = self._delivery.queue  # alias for the hot path
         self._host = WorkerHost(
             self._delivery,

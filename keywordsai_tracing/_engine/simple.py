@@ -21,8 +21,8 @@ from opentelemetry.sdk.trace import ReadableSpan, SpanProcessor
 from opentelemetry.trace import TraceFlags
 
 from .channels import Channel, ThreadChannel, channel_for, succeeded
-from .delivery import ProcessorStats
 from .processor import AsyncBatchSpanProcessor
+from .records import ProcessorStats
 from .util import RateLimitedWarning, check_limits, logger
 
 _SAMPLED = TraceFlags.SAMPLED

@@ -32,7 +32,7 @@ from keywordsai_tracing._export_types import Attempt
 from keywordsai_tracing._fair import export_pressure, exporting_alone
 
 from .channels import AsyncChannel, AttemptChannel, ThreadChannel
-from .delivery import Batch, Send
+from .records import Batch, Send
 from .util import await_future, logger, resolve
 
 if TYPE_CHECKING:
@@ -302,8 +302,9 @@ class ExportWorker:
                 attempt = await self._attempt(channel, batch, deadline)
                 if self._closing and attempt.retry and attempt.status is None:
                     # No answer while the loop shuts down: possibly the shutdown's doing
-                    # (it cancels aiohttp's own tasks too), not the collector's.
-                    delivery.put_back(batch, send, sent=True)
+                    # (it cancels aiohttp's own tasks too), not the collector's. Sent
+                    # again elsewhere; a re-send unless the connection was refused.
+                    delivery.put_back(batch, send, sent=not attempt.refused)
                     return
                 delivery.settle(batch, send, attempt, time.monotonic())
             else:
