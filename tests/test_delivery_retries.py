@@ -136,3 +136,33 @@ def test_a_batch_in_backoff_when_its_loop_closes_is_retried_from_the_private_thr
     assert [r.status for r in receiver.requests] == [503, 200]
     assert receiver.requests[0].peer != receiver.requests[1].peer  # another loop's connection
     assert processor.stats == ProcessorStats(ended=2, delivered=2, retries=1)
+
+
+@pytest.mark.asyncio
+async def test_an_outage_parks_no_more_than_the_in_flight_bound_outside_the_queue(
+    otlp_receiver: OTLPReceiver,
+) -> None:
+    # Batches in backoff hold no export slot; without a bound an outage would keep taking
+    # batches off the queue and park them, without end.
+    otlp_receiver.default = Fault(status=503, headers={"Retry-After": "0.05"})
+    processor = processor_for(
+        otlp_receiver.url, timeout=60.0, max_queue_size=20, max_export_batch_size=5
+    )
+    _, tracer = tracer_for(processor)
+    outside = 4 * 5  # the exporter's 4 concurrent exports of 5 spans
+    most = 0
+    try:
+        for index in range(40):
+            end_spans(tracer, f"s{index}", 5)
+            await asyncio.sleep(0.01)
+            stats = processor.stats
+            most = max(most, stats.in_flight)
+            assert stats.queued <= 20 + outside
+            assert identity_holds(stats)
+    finally:
+        await processor.ashutdown(0.5)
+    stats = processor.stats
+    assert most == outside  # the bound was reached, never passed
+    assert stats.queue_full >= 200 - 20 - outside
+    assert stats.ended == 200
+    assert identity_holds(stats)
