@@ -62,6 +62,8 @@ def test_defaults() -> None:
     assert settings.schedule_delay == 5.0
     assert settings.max_queue_size == 2048
     assert settings.max_export_batch_size == 512
+    assert settings.batch_timeout == 30.0  # flush() default, as OpenTelemetry's
+    assert settings.shutdown_timeout == 5.0  # exit, SIGTERM and shutdown() default
 
 
 @pytest.mark.parametrize(
@@ -92,6 +94,7 @@ def test_environment_is_used_when_arguments_are_absent(monkeypatch: pytest.Monke
     monkeypatch.setenv("OTEL_BSP_MAX_QUEUE_SIZE", "100")
     monkeypatch.setenv("OTEL_BSP_MAX_EXPORT_BATCH_SIZE", "10")
     monkeypatch.setenv("OTEL_BSP_EXPORT_TIMEOUT", "7000")
+    monkeypatch.setenv("KEYWORDSAI_SHUTDOWN_TIMEOUT", "2.5")
     settings = Settings.resolve()
     assert settings.api_key == "env-key"
     assert settings.traces_endpoint == "http://collector.test:4318/v1/traces"
@@ -106,6 +109,7 @@ def test_environment_is_used_when_arguments_are_absent(monkeypatch: pytest.Monke
     assert settings.max_queue_size == 100
     assert settings.max_export_batch_size == 10
     assert settings.batch_timeout == 7.0
+    assert settings.shutdown_timeout == 2.5
 
 
 def test_arguments_win_over_environment(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -137,6 +141,11 @@ def test_arguments_win_over_environment(monkeypatch: pytest.MonkeyPatch) -> None
         ("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc", "protocol", "http/json"),
         ("OTEL_EXPORTER_OTLP_COMPRESSION", "brotli", "compression", "none"),
         ("OTEL_EXPORTER_OTLP_HEADERS", "novalue", "headers", {}),
+        ("OTEL_BSP_SCHEDULE_DELAY", "inf", "schedule_delay", 5.0),
+        ("OTEL_BSP_EXPORT_TIMEOUT", "nan", "batch_timeout", 30.0),
+        ("KEYWORDSAI_SHUTDOWN_TIMEOUT", "soon", "shutdown_timeout", 5.0),
+        ("KEYWORDSAI_SHUTDOWN_TIMEOUT", "-1", "shutdown_timeout", 5.0),
+        ("KEYWORDSAI_SHUTDOWN_TIMEOUT", "inf", "shutdown_timeout", 5.0),
     ],
 )
 def test_bad_environment_value_warns_and_falls_back(
@@ -184,6 +193,9 @@ def test_otel_sdk_disabled_disables(monkeypatch: pytest.MonkeyPatch) -> None:
         ({"compression": "zstd"}, ValueError, "compression"),
         ({"max_queue_size": 0}, ValueError, "max_queue_size"),
         ({"export_timeout": -1}, ValueError, "export_timeout"),
+        ({"shutdown_timeout": 0}, ValueError, "shutdown_timeout"),
+        ({"shutdown_timeout": float("nan")}, ValueError, "shutdown_timeout"),
+        ({"shutdown_timeout": True}, ValueError, "shutdown_timeout"),
     ],
 )
 def test_bad_argument_raises_naming_the_parameter(
