@@ -97,7 +97,9 @@ class KeywordsAITelemetry:
     output capture off, ``filter_noise`` (``KEYWORDSAI_FILTER_NOISE``) keeps bare
     auto-instrumented spans, ``flush_on_sigterm`` (``KEYWORDSAI_FLUSH_ON_SIGTERM``,
     default on) delivers queued spans when SIGTERM ends the process (uvicorn's shutdown
-    skips ``atexit``), ``local_exporter`` (``KEYWORDSAI_EXPORTER``: ``console`` or
+    skips ``atexit``), ``shutdown_timeout`` (``KEYWORDSAI_SHUTDOWN_TIMEOUT``, 5 s) is the
+    one budget of interpreter exit, SIGTERM and `shutdown` called without a timeout,
+    ``local_exporter`` (``KEYWORDSAI_EXPORTER``: ``console`` or
     ``jsonl:<path>``) shows traces locally as well, and the OTLP settings ``protocol``,
     ``compression``, ``export_timeout``, ``schedule_delay``, ``max_queue_size``,
     ``max_export_batch_size``.

@@ -399,6 +399,7 @@ def test_lifespan_helper_delivers_every_span_at_graceful_shutdown(
         base_url=threaded_otlp_receiver.url,
         instruments=set(),
         schedule_delay=60.0,  # nothing leaves before shutdown
+        shutdown_timeout=7.0,
     )
     app = FastAPI(lifespan=lifespan)
     app.add_middleware(
@@ -413,6 +414,7 @@ def test_lifespan_helper_delivers_every_span_at_graceful_shutdown(
     with serving(app) as url, httpx.Client(base_url=url, timeout=10) as client:
         assert lifespan.telemetry is not None
         assert lifespan.telemetry.is_initialized()
+        assert lifespan.telemetry.settings.shutdown_timeout == 7.0  # exit and SIGTERM too
         for i in range(requests):
             reply = client.get(f"/r{i}", headers={"X-Id": f"id-{i}"})
             assert reply.json() == f"r{i}:3!"

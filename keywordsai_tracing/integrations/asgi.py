@@ -147,7 +147,8 @@ def telemetry_lifespan(
     say); it is then only shut down. ``lifespan`` is the application's own lifespan,
     wrapped: it starts after the telemetry and ends before it; the state it yields is
     passed on unchanged. ``shutdown_timeout`` bounds the final delivery (default: the
-    telemetry's export timeout).
+    telemetry's own ``shutdown_timeout``, 5 s); a telemetry created here takes it as its
+    ``shutdown_timeout`` too.
 
     SIGTERM: created this way the telemetry does not install its SIGTERM handler (that
     needs the main thread, and uvicorn has installed its own by then anyway). None is
@@ -161,6 +162,8 @@ def telemetry_lifespan(
         raise TypeError("telemetry: expected a KeywordsAITelemetry")
     if lifespan is not None and not callable(lifespan):
         raise TypeError("lifespan: expected a callable returning an async context manager")
+    if telemetry is None and shutdown_timeout is not None:
+        telemetry_kwargs["shutdown_timeout"] = shutdown_timeout
     return TelemetryLifespan(lifespan, telemetry, telemetry_kwargs, shutdown_timeout)
 
 
