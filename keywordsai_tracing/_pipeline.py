@@ -16,7 +16,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Protocol, runtime_checkable
+from typing import Protocol, runtime_checkable
 
 from opentelemetry import context as context_api
 from opentelemetry.context import Context
@@ -41,7 +41,6 @@ class Route:
     processor: SpanProcessor
     name: str | None = None
     filter_fn: SpanFilter | None = None
-    exporter: Any = None  # kept for its counters
     takes_all: bool = field(init=False)  # no name, no filter: every span
 
     def __post_init__(self) -> None:

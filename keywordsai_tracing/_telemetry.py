@@ -189,10 +189,10 @@ class KeywordsAITelemetry:
             return
         exporter = default_exporter(settings)
         if exporter is not None:
-            self._pipeline.add_route(Route(self._make_processor(exporter, None), exporter=exporter))
+            self._pipeline.add_route(Route(self._make_processor(exporter, None)))
         if settings.local_exporter is not None:
             local = exporter_from_spec(settings.local_exporter)
-            self._pipeline.add_route(Route(self._make_processor(local, None), exporter=local))
+            self._pipeline.add_route(Route(self._make_processor(local, None)))
         if exporter is None and settings.local_exporter is None:
             logger.warning(
                 "No api_key and no custom_exporter: spans are traced but not exported "
@@ -274,7 +274,7 @@ class KeywordsAITelemetry:
             logger.warning("add_processor ignored: telemetry is disabled or shut down")
             return
         processor = self._make_processor(exporter, is_batching_enabled)
-        self._pipeline.add_route(Route(processor, name, filter_fn, exporter))
+        self._pipeline.add_route(Route(processor, name, filter_fn))
 
     # -- lifecycle -----------------------------------------------------------------------
 
