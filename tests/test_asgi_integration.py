@@ -10,9 +10,6 @@ import asyncio
 import concurrent.futures
 import json
 import signal
-import socket
-import subprocess
-import sys
 import threading
 import time
 import urllib.request
@@ -42,6 +39,7 @@ from keywordsai_tracing.integrations.asgi import (
 )
 from tests.conftest import parent_id, span_id
 from tests.otlp_receiver import OTLPReceiver
+from tests.uvicorn_process import serving as uvicorn_process
 
 CUSTOMER = "keywordsai.customer_params.customer_identifier"
 THREAD = "keywordsai.threads.thread_identifier"
@@ -430,53 +428,23 @@ def test_lifespan_helper_delivers_every_span_at_graceful_shutdown(
     assert all(s.resource["service.name"] == "lifespan-test" for s in spans)
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
 def test_sigterm_through_the_lifespan_helper_delivers_every_span(
     threaded_otlp_receiver: OTLPReceiver,
 ) -> None:
-    port = _free_port()
     env = {
         "KEYWORDSAI_BASE_URL": threaded_otlp_receiver.url,
         "OTEL_BSP_SCHEDULE_DELAY": "60000",
         "PATH": "",
     }
-    process = subprocess.Popen(
-        [sys.executable, "-m", "uvicorn", "tests.apps.asgi_lifespan_app:app", "--port", str(port)],
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-    )
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            assert process.poll() is None, "uvicorn exited early"
-            assert time.monotonic() < deadline, "uvicorn did not start"
-            try:
-                with socket.create_connection(("127.0.0.1", port), timeout=0.5):
-                    break
-            except OSError:
-                time.sleep(0.05)
+    with uvicorn_process("tests.apps.asgi_lifespan_app:app", env) as server:
         for i in range(5):
-            url = f"http://127.0.0.1:{port}/r{i}"
-            assert json.loads(get(url, {"X-Id": f"id-{i}"})) == f"/r{i}:3!"
+            assert json.loads(server.get(f"/r{i}", {"X-Id": f"id-{i}"})) == f"/r{i}:3!"
         assert threaded_otlp_receiver.spans == []
-        process.send_signal(signal.SIGTERM)
-        _, stderr = process.communicate(timeout=30)
-    finally:
-        if process.poll() is None:
-            process.kill()
-            process.communicate()
-    assert process.returncode == -signal.SIGTERM  # uvicorn re-raises the signal it handled
+        _, text = server.sigterm(timeout=30)
+    assert server.process.returncode == -signal.SIGTERM  # uvicorn re-raises what it handled
     spans = threaded_otlp_receiver.wait_for_spans(15, timeout=5)
     assert len(spans) == 15
     roots = [s for s in spans if s.name == "handle_request.workflow"]
     assert sorted(s.attributes[CUSTOMER] for s in roots) == [f"id-{i}" for i in range(5)]
-    text = stderr.decode()
     for bad in ("Traceback", "Task was destroyed", "Event loop is closed", "ERROR"):
         assert bad not in text, text

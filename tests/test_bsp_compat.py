@@ -566,17 +566,24 @@ def test_unsampled_spans_are_not_exported(make: MakeProcessor) -> None:
     assert processor.stats.ended == 0
 
 
+def _batches_of_15(
+    make: MakeProcessor, exporter: Any, *, schedule_delay_millis: float
+) -> AsyncBatchSpanProcessor:
+    """OpenTelemetry's own processor tests' set-up: batches and a queue of 15 spans."""
+    return make(
+        exporter,
+        max_queue_size=15,
+        max_export_batch_size=15,
+        schedule_delay_millis=schedule_delay_millis,
+        export_timeout_millis=500,
+    )
+
+
 def test_a_full_batch_is_exported_at_once_despite_a_long_schedule_delay(
     make: MakeProcessor,
 ) -> None:
     exporter = BatchRecorder()
-    processor = make(
-        exporter,
-        max_queue_size=15,
-        max_export_batch_size=15,
-        schedule_delay_millis=30_000,
-        export_timeout_millis=500,
-    )
+    processor = _batches_of_15(make, exporter, schedule_delay_millis=30_000)
     _, tracer = tracer_for(processor)
     names = end_spans(tracer, "full", 15)
     assert wait_until(lambda: bool(exporter.batches))  # no flush: the batch filled
@@ -587,13 +594,7 @@ def test_a_partial_batch_is_exported_when_the_schedule_delay_passes(
     make: MakeProcessor,
 ) -> None:
     exporter = BatchRecorder()
-    processor = make(
-        exporter,
-        max_queue_size=15,
-        max_export_batch_size=15,
-        schedule_delay_millis=100,
-        export_timeout_millis=500,
-    )
+    processor = _batches_of_15(make, exporter, schedule_delay_millis=100)
     _, tracer = tracer_for(processor)
     names = end_spans(tracer, "lone", 1)
     assert wait_until(lambda: bool(exporter.batches))  # no flush: the delay passed
@@ -604,13 +605,7 @@ def test_shutdown_flushes_and_spans_ended_after_it_are_counted_not_exported(
     make: MakeProcessor,
 ) -> None:
     exporter = BatchRecorder()
-    processor = make(
-        exporter,
-        max_queue_size=15,
-        max_export_batch_size=15,
-        schedule_delay_millis=30_000,
-        export_timeout_millis=500,
-    )
+    processor = _batches_of_15(make, exporter, schedule_delay_millis=30_000)
     _, tracer = tracer_for(processor)
     names = end_spans(tracer, "before", 1)
     processor.shutdown()
@@ -625,13 +620,7 @@ def test_shutdown_flushes_and_spans_ended_after_it_are_counted_not_exported(
 
 def test_force_flush_exports_everything_and_returns_true(make: MakeProcessor) -> None:
     exporter = BatchRecorder()
-    processor = make(
-        exporter,
-        max_queue_size=15,
-        max_export_batch_size=15,
-        schedule_delay_millis=30_000,
-        export_timeout_millis=500,
-    )
+    processor = _batches_of_15(make, exporter, schedule_delay_millis=30_000)
     _, tracer = tracer_for(processor)
     names = end_spans(tracer, "flushed", 10)
     assert processor.force_flush() is True

@@ -15,11 +15,9 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import sys
 import time
-import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,7 +27,7 @@ import pytest
 
 from tests.otlp_receiver import Fault, OTLPReceiver, hang
 from tests.test_processor_support import FORBIDDEN
-from tests.test_uvicorn_shutdown import _free_port, _wait_until_serving
+from tests.uvicorn_process import serving
 
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_BUDGET = 5.0  # the contract's default shutdown_timeout
@@ -250,34 +248,17 @@ def test_exit_with_a_slow_collector_delivers_within_the_budget(
 def sigterm_uvicorn(receiver: OTLPReceiver, requests: int, **env: str) -> tuple[float, str]:
     """Serve tests.apps.asgi_app with uvicorn, make ``requests`` requests (3 spans each,
     none exported before shutdown), send SIGTERM; (seconds from SIGTERM to exit, stderr)."""
-    port = _free_port()
-    process = subprocess.Popen(
-        [sys.executable, "-m", "uvicorn", "tests.apps.asgi_app:app", "--port", str(port)],
-        env={
-            "KEYWORDSAI_BASE_URL": receiver.url,
-            "OTEL_BSP_SCHEDULE_DELAY": "60000",
-            "PATH": "",
-            **env,
-        },
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        cwd=ROOT,
-    )
-    try:
-        _wait_until_serving(port, process)
+    env = {
+        "KEYWORDSAI_BASE_URL": receiver.url,
+        "OTEL_BSP_SCHEDULE_DELAY": "60000",
+        "PATH": "",
+        **env,
+    }
+    with serving("tests.apps.asgi_app:app", env) as server:
         for i in range(requests):
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}/r{i}", timeout=10) as reply:
-                assert reply.read() == f"/r{i}:3".encode()
+            assert server.get(f"/r{i}") == f"/r{i}:3"
         assert receiver.requests == []
-        sent = time.monotonic()
-        process.send_signal(signal.SIGTERM)
-        _, stderr = process.communicate(timeout=45)
-        exited = time.monotonic()
-    finally:
-        if process.poll() is None:
-            process.kill()
-            process.communicate()
-    return exited - sent, stderr.decode()
+        return server.sigterm(timeout=45)
 
 
 def test_sigterm_under_uvicorn_delivers_every_span_through_a_brief_outage(

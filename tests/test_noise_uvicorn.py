@@ -10,13 +10,8 @@ the original tree, to compare against what the collector received.
 from __future__ import annotations
 
 import json
-import signal
-import subprocess
-import sys
-import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -24,7 +19,7 @@ import pytest
 from keywordsai_tracing._attributes import LINK_REASON
 from keywordsai_tracing.exporters import read_spans
 from tests.otlp_receiver import OTLPReceiver, ReceivedSpan
-from tests.test_uvicorn_shutdown import _free_port, _wait_until_serving
+from tests.uvicorn_process import serving
 
 APP = "tests.apps.asgi_lifespan_app:app"  # FastAPI, `telemetry_lifespan`, the middleware
 REQUESTS = 6
@@ -32,7 +27,6 @@ TRACE_ID = "4bf92f3577b34da6a3ce929d0e0e4736"
 REMOTE_SPAN_ID = "00f067aa0ba902b7"
 TRACEPARENT = f"00-{TRACE_ID}-{REMOTE_SPAN_ID}-01"
 CUSTOMER = "keywordsai.customer_params.customer_identifier"
-ROOT = Path(__file__).resolve().parent.parent
 
 
 @dataclass(frozen=True)
@@ -48,13 +42,6 @@ class Run:
     def original_span(self, span_id: str) -> dict[str, Any]:
         (span,) = [s for s in self.original if s["spanId"] == span_id]
         return span
-
-
-def _get(url: str, headers: dict[str, str]) -> str:
-    request = urllib.request.Request(url, headers=headers)
-    with urllib.request.urlopen(request, timeout=10) as reply:
-        body: bytes = reply.read()
-    return body.decode()
 
 
 def _link_attributes(receiver: OTLPReceiver) -> dict[tuple[str, str], dict[str, Any]]:
@@ -78,38 +65,23 @@ def _link_attributes(receiver: OTLPReceiver) -> dict[tuple[str, str], dict[str, 
 def run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Run]:
     jsonl = tmp_path_factory.mktemp("fastapi") / "original.jsonl"
     with OTLPReceiver().running_in_thread() as receiver:
-        port = _free_port()
         env = {
             "KEYWORDSAI_BASE_URL": receiver.url,
             "KEYWORDSAI_EXPORTER": f"jsonl:{jsonl}",
             "PATH": "",
         }
-        process = subprocess.Popen(
-            [sys.executable, "-m", "uvicorn", APP, "--port", str(port)],
-            cwd=ROOT,
-            env=env,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-        )
-        try:
-            _wait_until_serving(port, process)
-            base = f"http://127.0.0.1:{port}"
+        with serving(APP, env) as server:
             for i in range(REQUESTS):
-                assert json.loads(_get(f"{base}/r{i}", {"X-Id": f"id-{i}"})) == f"/r{i}:3!"
+                assert json.loads(server.get(f"/r{i}", {"X-Id": f"id-{i}"})) == f"/r{i}:3!"
             headers = {"X-Id": "traced", "traceparent": TRACEPARENT}
-            assert json.loads(_get(f"{base}/traced", headers)) == "/traced:3!"
-            process.send_signal(signal.SIGTERM)
-            _, stderr = process.communicate(timeout=30)
-        finally:
-            if process.poll() is None:
-                process.kill()
-                process.communicate()
+            assert json.loads(server.get("/traced", headers)) == "/traced:3!"
+            _, stderr = server.sigterm(timeout=30)
         receiver.wait_for_spans(3 * (REQUESTS + 1), timeout=10)
         yield Run(
             received=receiver.spans,
             link_attributes=_link_attributes(receiver),
             original=list(read_spans(jsonl)),
-            stderr=stderr.decode(),
+            stderr=stderr,
         )
 
 
