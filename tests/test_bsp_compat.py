@@ -23,7 +23,6 @@ import json
 import logging
 import multiprocessing
 import os
-import signal
 import sys
 import threading
 import time
@@ -48,7 +47,7 @@ from opentelemetry.sdk.trace.sampling import ALWAYS_OFF
 from opentelemetry.trace import Tracer
 
 from keywordsai_tracing.processors import AsyncBatchSpanProcessor
-from tests.test_processor_support import end_spans, tracer_for, wait_until
+from tests.test_processor_support import end_spans, tracer_for, wait_for_child, wait_until
 
 BSP_VARIABLES = (
     OTEL_BSP_MAX_QUEUE_SIZE,
@@ -854,19 +853,6 @@ def _check_child_report(report: dict[str, Any]) -> None:
     assert report["pending"] == 0
 
 
-def _wait_for_child(pid: int, timeout: float) -> int:
-    deadline = time.monotonic() + timeout
-    while True:
-        done, status = os.waitpid(pid, os.WNOHANG)
-        if done:
-            return os.waitstatus_to_exitcode(status)
-        if time.monotonic() > deadline:
-            os.kill(pid, signal.SIGKILL)
-            os.waitpid(pid, 0)
-            pytest.fail("the forked child hung")
-        time.sleep(0.01)
-
-
 def _read_all(fd: int) -> bytes:
     chunks = []
     while chunk := os.read(fd, 65536):
@@ -906,7 +892,7 @@ def test_a_child_made_by_os_fork_starts_empty_and_exports_its_own_spans(
             os._exit(code)
     os.close(write_fd)
     try:
-        assert _wait_for_child(pid, 30) == 0
+        assert wait_for_child(pid, 30) == 0
         report = json.loads(_read_all(read_fd))
     finally:
         os.close(read_fd)
@@ -988,7 +974,7 @@ def test_a_collected_processor_does_not_break_a_later_fork() -> None:
         sys.unraisablehook = previous
     os.close(write_fd)
     try:
-        assert _wait_for_child(pid, 30) == 0
+        assert wait_for_child(pid, 30) == 0
         output = _read_all(read_fd).decode()
     finally:
         os.close(read_fd)

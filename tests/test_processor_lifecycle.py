@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import gc
 import os
-import signal
 import textwrap
 import threading
 import time
@@ -24,6 +23,7 @@ from tests.test_processor_support import (
     end_spans,
     run_script,
     tracer_for,
+    wait_for_child,
     wait_until,
     watching_logs,
 )
@@ -282,19 +282,6 @@ class FileExporter(SpanExporter):
         return SpanExportResult.SUCCESS
 
 
-def _wait_for_child(pid: int, timeout: float) -> int:
-    deadline = time.monotonic() + timeout
-    while True:
-        done, status = os.waitpid(pid, os.WNOHANG)
-        if done:
-            return os.waitstatus_to_exitcode(status)
-        if time.monotonic() > deadline:
-            os.kill(pid, signal.SIGKILL)
-            os.waitpid(pid, 0)
-            pytest.fail("the forked child hung")
-        time.sleep(0.01)
-
-
 def test_a_forked_child_starts_empty_and_exports_its_own_spans(
     processors: Processors, tmp_path: Path
 ) -> None:
@@ -328,7 +315,7 @@ def test_a_forked_child_starts_empty_and_exports_its_own_spans(
     finally:
         stop.set()
         background.join()
-    assert _wait_for_child(pid, 30) == 0
+    assert wait_for_child(pid, 30) == 0
     assert processor.force_flush(10_000)
     lines = [line.split(" ", 1) for line in path.read_text().splitlines()]
     child = [name for owner, name in lines if int(owner) == pid]
