@@ -193,7 +193,7 @@ class WorkerHost:
         return worker
 
     def _abandon_locked(self, worker: ExportWorker) -> None:
-        worker.retired = worker.abandoned = True
+        worker.retired = True
         dead = worker.loop.is_closed() or self.all_loops_dead or worker.loop in self.dying
         taken = self.delivery.reclaim(worker, dead=dead and not worker.private)
         if taken:
@@ -294,7 +294,7 @@ class WorkerHost:
         """In a forked child: no worker, nothing inherited ever runs or is finalised."""
         inherited = [*self.live, *([self.worker] if self.worker else [])]
         for worker in inherited:
-            worker.retired = worker.abandoned = True
+            worker.retired = True
         FORK_GRAVEYARD.append(inherited)
         self.lock = threading.Lock()
         self.worker = None

@@ -150,7 +150,7 @@ class AsyncBatchSpanProcessor(SpanProcessor):
         only if all were delivered, False (logged) on failure or timeout. Safe from any
         thread; from a coroutine on the owning loop, prefer ``await aflush()``."""
         if self._shutdown:
-            return self._all_delivered()
+            return self._flush_after_shutdown()
         deadline = time.monotonic() + max(0.0, timeout_millis / 1000)
         return self._flush_blocking(deadline)
 
@@ -158,7 +158,7 @@ class AsyncBatchSpanProcessor(SpanProcessor):
         """`force_flush` for async code, awaitable from any event loop; ``timeout`` in
         seconds (None: 30)."""
         if self._shutdown:
-            return self._all_delivered()
+            return self._flush_after_shutdown()
         deadline = time.monotonic() + max(0.0, 30.0 if timeout is None else timeout)
         return await self._flush_async(deadline)
 
@@ -200,7 +200,7 @@ class AsyncBatchSpanProcessor(SpanProcessor):
         end the process interrupted it): what was in flight there is sent again from the
         private thread. Call from another thread; the caller bounds the wait."""
         if self._shutdown:
-            return self._all_delivered()
+            return self._flush_after_shutdown()
         self._host.presume_dead(loop)
         deadline = time.monotonic() + max(0.0, timeout_millis / 1000)
         return self._flush_blocking(deadline, loop)
@@ -252,7 +252,7 @@ class AsyncBatchSpanProcessor(SpanProcessor):
             self._delivery.discard(waiter)
         return self._report(ok, quiet)
 
-    def _all_delivered(self) -> bool:
+    def _flush_after_shutdown(self) -> bool:
         """After shutdown nothing moves: a flush answers at once (see `Unreported`)."""
         waiter = self._delivery.add_waiter()
         if not waiter.future.done():  # a span still racing in: it will never be sent

@@ -84,7 +84,6 @@ class ExportWorker:
         self.event = asyncio.Event()  # bound to ``loop`` on first wait
         self.wake_pending = False
         self.retired = False  # take no further batch, exit soon
-        self.abandoned = False  # replaced while its loop could not run; holds nothing
         self.finished: concurrent.futures.Future[None] = concurrent.futures.Future()
         self._limit = host.channel.concurrency
         # Send tasks in flight, each with the context it runs in (to close it in).
@@ -189,7 +188,9 @@ class ExportWorker:
         if not self.event.is_set():
             loop = self.loop
             handles = [loop.call_later(self.host.schedule_delay, self._on_timer)]
-            due = self.host.delivery.next_due() if len(self._sending) < self._limit else None
+            # A due retry matters only to a worker that may take it, with a slot free.
+            idle = not self.retired and len(self._sending) < self._limit
+            due = self.host.delivery.next_due() if idle else None
             if due is not None:
                 handles.append(loop.call_later(max(0.0, due - time.monotonic()), self.event.set))
             try:
