@@ -288,8 +288,8 @@ class OTLPReceiver:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._loop_thread_id: int | None = None
         self._sock: socket.socket | None = None  # the listening socket, None when refusing
-        self._server: asyncio.Server | None = None  # serving ``_sock``
-        self._serving_tasks: set[asyncio.Task[None]] = set()
+        self._accepted: set[socket.socket] = set()  # accepted, not yet owned by a transport
+        self._adopting: set[asyncio.Task[None]] = set()  # handing them to aiohttp
         self._in_progress = 0
         self._busy: set[object] = set()  # connections answering a request (loop only)
         self._stopping = threading.Event()
@@ -424,8 +424,8 @@ class OTLPReceiver:
         done.result(timeout=10)
 
     def _listen(self) -> None:
-        """On the loop: bind and listen at once; the asyncio server starts serving the
-        socket on the next loop iteration."""
+        """On the loop: bind, listen and watch the socket, all before this returns, so
+        `refuse` and `accept` take effect at once and never race each other."""
         if self._sock is not None:
             return
         sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
@@ -441,28 +441,47 @@ class OTLPReceiver:
         self._port = sock.getsockname()[1]
         self._sock = sock
         assert self._loop is not None
-        task = self._loop.create_task(self._serve(sock))
-        self._serving_tasks.add(task)
-        task.add_done_callback(self._serving_tasks.discard)
+        self._loop.add_reader(sock.fileno(), self._accept_waiting, sock)
 
-    async def _serve(self, sock: socket.socket) -> None:
-        if self._sock is not sock or self._runner is None:
-            return  # refused (and the socket closed) before it was served
-        assert self._runner.server is not None
-        server = await asyncio.get_running_loop().create_server(self._runner.server, sock=sock)
-        if self._sock is sock:
-            self._server = server
+    def _accept_waiting(self, sock: socket.socket) -> None:
+        """On the loop, when ``sock`` is readable: accept what is waiting and hand each
+        connection to aiohttp. Every accepted socket is tracked until its transport owns
+        it, so none is left open when the receiver stops."""
+        assert self._loop is not None
+        for _ in range(128):
+            try:
+                connection, _ = sock.accept()
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError:
+                return  # the listening socket was closed meanwhile (refused)
+            connection.setblocking(False)
+            self._accepted.add(connection)
+            task = self._loop.create_task(self._adopt(connection))
+            self._adopting.add(task)
+            task.add_done_callback(self._adopting.discard)
+
+    async def _adopt(self, connection: socket.socket) -> None:
+        try:
+            if self._runner is None or self._runner.server is None:
+                return  # stopped meanwhile
+            loop = asyncio.get_running_loop()
+            await loop.connect_accepted_socket(self._runner.server, connection)
+        except (OSError, asyncio.CancelledError):
+            pass  # the client left, or the receiver stopped: close below
         else:
-            server.close()
+            return  # the transport owns the socket now
+        finally:
+            self._accepted.discard(connection)
+        connection.close()
 
     def _stop_listening(self) -> None:
         """On the loop: close the listening socket and idle kept-alive connections."""
         sock, self._sock = self._sock, None
-        server, self._server = self._server, None
-        if server is not None:
-            server.close()  # closes the socket it serves, at once
-        elif sock is not None:
-            sock.close()  # not served yet: `_serve` will see it was refused
+        if sock is not None:
+            assert self._loop is not None
+            self._loop.remove_reader(sock.fileno())
+            sock.close()
         if self._runner is not None and self._runner.server is not None:
             for connection in self._runner.server.connections:
                 if connection in self._busy:
@@ -562,7 +581,6 @@ class OTLPReceiver:
         self._loop_thread_id = threading.get_ident()
         self._stopping.clear()
         self._listen()
-        await asyncio.gather(*self._serving_tasks)
         return self
 
     async def stop(self) -> None:
@@ -571,8 +589,13 @@ class OTLPReceiver:
         if self._runner is not None:
             self._stopping.set()
             self._stop_listening()
+            # Connections accepted just now: let aiohttp take them, so cleanup closes them.
+            await asyncio.gather(*self._adopting, return_exceptions=True)
             runner, self._runner = self._runner, None
             await runner.cleanup()
+            for connection in list(self._accepted):
+                connection.close()
+            self._accepted.clear()
 
     async def __aenter__(self) -> OTLPReceiver:
         return await self.start()
@@ -595,6 +618,7 @@ class OTLPReceiver:
             asyncio.run_coroutine_threadsafe(_cancel_the_rest(), loop).result(timeout=10)
             loop.call_soon_threadsafe(loop.stop)
             thread.join(timeout=10)
+            _close_what_is_left(loop)
             loop.close()
 
 
@@ -602,6 +626,16 @@ def hang() -> Fault:
     """A fault that accepts the request and never answers it (until the client gives up
     or the receiver stops): ``Fault(hold=...)`` with an event nobody sets."""
     return Fault(hold=threading.Event())
+
+
+def _close_what_is_left(loop: asyncio.AbstractEventLoop) -> None:
+    """Close the connections still open on the receiver's own stopped loop. A connection
+    accepted as the receiver refuses or stops is set up by callbacks of asyncio's own,
+    which may never run (then nobody closes it and it warns when collected)."""
+    transports = getattr(loop, "_transports", {})  # a selector loop's, by file descriptor
+    for transport in list(transports.values()):
+        if not transport.is_closing():
+            transport.close()
 
 
 def _client_gone(request: web.Request) -> bool:

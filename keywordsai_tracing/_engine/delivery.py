@@ -45,6 +45,8 @@ if TYPE_CHECKING:
 
 # Consecutive failed attempts after which a refusing collector counts as down.
 BREAKER_THRESHOLD = 3
+# No retry starts with less time than this left before its batch's deadline.
+MIN_ATTEMPT = 0.05
 
 
 class Holder(Protocol):
@@ -390,8 +392,11 @@ class Delivery:
             reason = Reason.GAVE_UP  # refusing connections while we shut down: stop
         else:
             policy = self.retry_policy
-            if policy is not None:
-                delay = policy.next_delay(batch.attempts, attempt.status, end, attempt.retry_after)
+            if policy is not None:  # an attempt needs a moment to be worth starting
+                last_start = end - MIN_ATTEMPT
+                delay = policy.next_delay(
+                    batch.attempts, attempt.status, last_start, attempt.retry_after
+                )
             hit_budget = closing is not None and closing <= batch.window_end
             reason = Reason.DEADLINE if hit_budget else Reason.GAVE_UP
         if delay is not None:
