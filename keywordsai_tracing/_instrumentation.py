@@ -167,8 +167,8 @@ def _instrument_one(member: Instruments, provider: TracerProvider) -> tuple[Any,
         return None, "instrumentor failed"
     if not instrumentor.is_instrumented_by_opentelemetry:
         return None, "dependency check failed"
-    if member in (Instruments.OPENAI, Instruments.ANTHROPIC):
-        _stream_shims.install()
+    if member in (Instruments.OPENAI, Instruments.ANTHROPIC) and entry.library is not None:
+        _stream_shims.install(entry.library)
     return instrumentor, "instrumented"
 
 

@@ -27,7 +27,6 @@ from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 from opentelemetry.trace import SpanContext, SpanKind
 
 from ._fair import FairShare
-from ._otlp_proto import ProtobufBatch
 
 logger = logging.getLogger("keywordsai_tracing.exporter")
 
@@ -327,6 +326,8 @@ async def _aencode(
     compressor = zlib.compressobj(6, zlib.DEFLATED, 31) if gzip else None  # 31: gzip framing
     out: list[bytes] = []
     if protobuf:
+        from ._otlp_proto import ProtobufBatch  # protobuf loads only for those who use it
+
         batch = ProtobufBatch()
         for start in range(0, len(spans), slice_size):
             await fair.checkpoint()

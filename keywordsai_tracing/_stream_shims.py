@@ -17,20 +17,30 @@ from typing import Any
 
 logger = logging.getLogger("keywordsai_tracing.instrumentation")
 
-# (module, proxy class, its method that ends the span; idempotent in both libraries)
-_PROXIES = (
-    ("opentelemetry.instrumentation.openai.shared.chat_wrappers", "ChatStream", "_ensure_cleanup"),
-    (
-        "opentelemetry.instrumentation.anthropic.streaming",
-        "AnthropicStream",
-        "_complete_instrumentation",
+# Per instrumented library: (module, proxy class, its method that ends the span;
+# idempotent in both libraries). Only the enabled library's module is ever imported:
+# the anthropic one imports the whole anthropic package.
+_PROXIES: dict[str, tuple[tuple[str, str, str], ...]] = {
+    "openai": (
+        (
+            "opentelemetry.instrumentation.openai.shared.chat_wrappers",
+            "ChatStream",
+            "_ensure_cleanup",
+        ),
     ),
-    (
-        "opentelemetry.instrumentation.anthropic.streaming",
-        "AnthropicAsyncStream",
-        "_complete_instrumentation",
+    "anthropic": (
+        (
+            "opentelemetry.instrumentation.anthropic.streaming",
+            "AnthropicStream",
+            "_complete_instrumentation",
+        ),
+        (
+            "opentelemetry.instrumentation.anthropic.streaming",
+            "AnthropicAsyncStream",
+            "_complete_instrumentation",
+        ),
     ),
-)
+}
 _MARK = "__keywordsai_stream_shim__"
 
 
@@ -72,9 +82,9 @@ def _shims(finish: Callable[[Any], None], cls: type) -> dict[str, Any]:
     return shims
 
 
-def install() -> None:
-    """Patch the stream proxies of the installed instrumentations (once per process)."""
-    for module_name, class_name, method in _PROXIES:
+def install(library: str) -> None:
+    """Patch the stream proxies of ``library``'s instrumentation (once per process)."""
+    for module_name, class_name, method in _PROXIES.get(library, ()):
         try:
             cls = getattr(importlib.import_module(module_name), class_name)
         except (ImportError, AttributeError):
