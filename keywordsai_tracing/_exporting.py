@@ -24,6 +24,11 @@ def default_exporter(settings: Settings) -> SpanExporter | AsyncSpanExporter | N
     return None
 
 
+def filters_noise(exporter: object) -> bool:
+    """Whether ``exporter`` drops noise (`_noise`): ours, with ``filter_noise`` on."""
+    return isinstance(exporter, OTLPHttpExporter) and exporter.filter_noise
+
+
 def export_processor(exporter: Any, batching: bool, settings: Settings) -> ExportProcessor:
     """The asyncio-native processor that takes spans to ``exporter``. Its exit is the
     telemetry's to manage (one budget for every destination), so it has no exit hook."""

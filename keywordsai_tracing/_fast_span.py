@@ -103,7 +103,7 @@ class SpanStarter:
         if not _stock_sampler(tracer.sampler):
             return
         self._max_attributes = max_attributes
-        self._default_sampler = _is_parent_based_always_on(tracer.sampler)
+        self._default_sampler = is_default_sampler(tracer.sampler)
         parameters = list(inspect.signature(_Span.__init__).parameters)
         if parameters[1 : len(_SPAN_PARAMETERS) + 1] != list(_SPAN_PARAMETERS):
             return  # `start` passes these positionally
@@ -207,7 +207,7 @@ def _stock_sampler(sampler: object, depth: int = 0) -> bool:
     return all(_stock_sampler(delegate, depth + 1) for delegate in delegates)
 
 
-def _is_parent_based_always_on(sampler: object) -> bool:
+def is_default_sampler(sampler: object) -> bool:
     if type(sampler) not in (sampling.ParentBased, sampling._ParentBasedAlwaysOn):
         return False
     return all(getattr(sampler, name, None) is want for name, want in _PARENT_BASED_DEFAULTS)

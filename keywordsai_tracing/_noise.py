@@ -88,14 +88,32 @@ def note_start(span: ReadableSpan) -> None:
     try:
         if not is_noise(span):
             return
-        parent = span.parent
-        ancestor = getattr(parent, _KEPT_ANCESTOR, parent)  # a noise parent hands its own on
-        object.__setattr__(span.get_span_context(), _KEPT_ANCESTOR, ancestor)
+        noise = span.get_span_context()
+        if noise is not None:
+            mark_kept_ancestor(noise, nearest_kept(span.parent))
     except Exception:  # never into user code; the span's children keep their parent id
-        global _mark_failed
-        if not _mark_failed:
-            _mark_failed = True
-            logger.debug("Cannot mark noise spans; kept children keep their parent", exc_info=True)
+        _report_mark_failed()
+
+
+def nearest_kept(parent: SpanContext | None) -> SpanContext | None:
+    """The nearest kept ancestor of a noise span whose parent is ``parent``: the parent
+    itself, or the one a noise parent hands on."""
+    return getattr(parent, _KEPT_ANCESTOR, parent)
+
+
+def mark_kept_ancestor(noise: SpanContext, ancestor: SpanContext | None) -> None:
+    """Mark the context of a noise span with its nearest kept ancestor (never raises)."""
+    try:
+        object.__setattr__(noise, _KEPT_ANCESTOR, ancestor)
+    except Exception:
+        _report_mark_failed()
+
+
+def _report_mark_failed() -> None:
+    global _mark_failed
+    if not _mark_failed:
+        _mark_failed = True
+        logger.debug("Cannot mark noise spans; kept children keep their parent", exc_info=True)
 
 
 def drop_noise(spans: Sequence[ReadableSpan]) -> list[ReadableSpan]:
@@ -107,7 +125,7 @@ def drop_noise(spans: Sequence[ReadableSpan]) -> list[ReadableSpan]:
         if is_noise(span):
             continue
         parent = span.parent
-        ancestor = getattr(parent, _KEPT_ANCESTOR, parent)
+        ancestor = nearest_kept(parent)
         kept.append(span if ancestor is parent else _reparented(span, ancestor))
     return kept
 

@@ -41,10 +41,17 @@ class Route:
     processor: SpanProcessor
     name: str | None = None
     filter_fn: SpanFilter | None = None
+    drops_noise: bool = False  # its exporter filters noise (`_noise`)
     takes_all: bool = field(init=False)  # no name, no filter: every span
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "takes_all", self.name is None and self.filter_fn is None)
+
+    @property
+    def wants_noise(self) -> bool:
+        """Whether a noise span could reach its exporter. A named route takes only
+        spans inside an entity that named it, and those are never noise."""
+        return not self.drops_noise and (self.name is None or self.filter_fn is not None)
 
     @property
     def label(self) -> str:
@@ -64,6 +71,19 @@ class Pipeline(SpanProcessor):
     def __init__(self, postprocess: Callable[[ReadableSpan], None] | None = None) -> None:
         self._postprocess = postprocess
         self._routes: tuple[Route, ...] = ()
+        # Whether no route wants noise, so tracers need not record it (`_unrecorded`).
+        self.skips_noise = True
+        self._lock = threading.Lock()
+        self._not_recorded = 0
+
+    @property
+    def not_recorded(self) -> int:
+        """Spans never recorded because no route wanted them (`_unrecorded`)."""
+        return self._not_recorded
+
+    def count_not_recorded(self) -> None:
+        with self._lock:
+            self._not_recorded += 1
 
     @property
     def routes(self) -> tuple[Route, ...]:
@@ -71,6 +91,7 @@ class Pipeline(SpanProcessor):
 
     def add_route(self, route: Route) -> None:
         self._routes = (*self._routes, route)
+        self.skips_noise = not any(each.wants_noise for each in self._routes)
 
     def on_start(self, span: Span, parent_context: Context | None = None) -> None:
         apply_request_params(span, parent_context)

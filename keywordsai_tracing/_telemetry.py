@@ -31,11 +31,12 @@ from ._attributes import DECORATOR_TRACER_NAME, MANUAL_TRACER_NAME
 from ._client import KeywordsAIClient, get_client
 from ._config import Settings
 from ._export_types import AsyncSpanExporter
-from ._exporting import default_exporter, export_processor
+from ._exporting import default_exporter, export_processor, filters_noise
 from ._fast_span import SpanStarter
 from ._pipeline import Dispatcher, Pipeline, Route, SpanFilter
 from ._signals import SigtermFlush
 from ._stats import TelemetryStats, collect
+from ._unrecorded import GatedTracerProvider
 from ._version import __version__
 from .exporters import exporter_from_spec
 from .instruments import Instruments
@@ -74,7 +75,8 @@ def _provider_for(settings: Settings) -> SDKTracerProvider:
         logger.info("Adding KeywordsAI processors to the application's TracerProvider")
         provider = current
     else:
-        provider = SDKTracerProvider(resource=_resource(settings), shutdown_on_exit=False)
+        # Ours: its third-party tracers skip what no destination wants (`_unrecorded`).
+        provider = GatedTracerProvider(resource=_resource(settings), shutdown_on_exit=False)
         _owned_providers.add(provider)
         if isinstance(current, trace.ProxyTracerProvider):
             trace.set_tracer_provider(provider)
@@ -189,7 +191,8 @@ class KeywordsAITelemetry:
             return
         exporter = default_exporter(settings)
         if exporter is not None:
-            self._pipeline.add_route(Route(self._make_processor(exporter, None)))
+            processor = self._make_processor(exporter, None)
+            self._pipeline.add_route(Route(processor, drops_noise=filters_noise(exporter)))
         if settings.local_exporter is not None:
             local = exporter_from_spec(settings.local_exporter)
             self._pipeline.add_route(Route(self._make_processor(local, None)))
@@ -246,7 +249,10 @@ class KeywordsAITelemetry:
     @property
     def stats(self) -> TelemetryStats:
         """The SDK's own counters: queued, exported, dropped, failed, retries, ..."""
-        return collect(route.processor for route in self._pipeline.routes)
+        return collect(
+            (route.processor for route in self._pipeline.routes),
+            not_recorded=self._pipeline.not_recorded,
+        )
 
     def _make_processor(self, exporter: Any, batching: bool | None) -> SpanProcessor:
         use_batching = self._settings.is_batching_enabled if batching is None else batching
