@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import gc
 import json
 import signal
 import threading
@@ -448,3 +449,34 @@ def test_sigterm_through_the_lifespan_helper_delivers_every_span(
     assert sorted(s.attributes[CUSTOMER] for s in roots) == [f"id-{i}" for i in range(5)]
     for bad in ("Traceback", "Task was destroyed", "Event loop is closed", "ERROR"):
         assert bad not in text, text
+
+
+@pytest.mark.parametrize("freeze", [True, False])
+def test_freeze_gc_freezes_the_start_up_heap_while_serving_and_only_when_asked(
+    threaded_otlp_receiver: OTLPReceiver, freeze: bool
+) -> None:
+    frozen_while_serving: list[int] = []
+    lifespan = telemetry_lifespan(
+        api_key="k", base_url=threaded_otlp_receiver.url, instruments=set(), freeze_gc=freeze
+    )
+    app = FastAPI(lifespan=lifespan)
+
+    @app.get("/")
+    async def endpoint() -> str:
+        frozen_while_serving.append(gc.get_freeze_count())
+        return await answer("x")
+
+    assert gc.get_freeze_count() == 0
+    with serving(app) as url, httpx.Client(base_url=url, timeout=10) as client:
+        assert client.get("/").json() == "x:3"
+    assert gc.get_freeze_count() == 0  # unfrozen at shutdown: the process as it was
+    if freeze:
+        assert frozen_while_serving[0] > 10_000  # modules, the app, the telemetry
+    else:
+        assert frozen_while_serving == [0]
+    assert len(threaded_otlp_receiver.spans) == 3
+
+
+def test_freeze_gc_must_be_a_bool() -> None:
+    with pytest.raises(TypeError, match="freeze_gc"):
+        telemetry_lifespan(freeze_gc="yes")  # type: ignore[arg-type]
