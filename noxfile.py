@@ -60,7 +60,9 @@ def examples(session: nox.Session) -> None:
 
 @nox.session(python=PYTHON)
 def bench(session: nox.Session) -> None:
-    """Benchmarks against no tracing, the stock OpenTelemetry pipeline and the incumbent."""
+    """Benchmarks against no tracing, the stock OpenTelemetry pipeline and the incumbent:
+    the micro-benchmarks, then a FastAPI service under uvicorn (``nox -s bench --
+    --scenarios service`` runs that alone, ``--quick`` shortens everything)."""
     session.install("-e", ".[test]")
     # The stock exporter pinned to the SDK just installed: unpinned, pip backtracks for
     # minutes through old instrumentation releases and gives up.

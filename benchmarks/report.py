@@ -423,5 +423,11 @@ def render(
         lines += [*section_flood(results, params), ""]
     if "down" in results:
         lines += [*section_down(results, params["down"]), ""]
-    lines += [*section_targets(results), "", *section_messages(results)]
+    if set(results) - {"service"}:
+        lines += [*section_targets(results), ""]
+    if "service" in results:
+        from .service import report as service_report  # it imports this module's helpers
+
+        lines += [*service_report.section(results["service"], params.get("service", {})), ""]
+    lines += section_messages(results)
     return "\n".join(lines) + "\n"

@@ -4,6 +4,10 @@ Options: ``--quick`` (smaller counts), ``--scenarios``/``--contenders`` (subsets
 ``--incumbent-python`` (an interpreter that already has keywordsai-tracing 0.0.59; by
 default ``.bench-venvs/incumbent`` is used, created if missing). The report goes to stdout
 and to ``benchmarks/results.md``; progress goes to stderr.
+
+The ``service`` scenario (`benchmarks.service`: a FastAPI app under uvicorn at a fixed
+rate, then a ramp) always runs an untraced server next to the chosen contenders; its
+measured window is ``--set service.seconds=N`` (default 60, quick 10).
 """
 
 from __future__ import annotations
@@ -29,6 +33,12 @@ from .receiver import Receiver
 ROOT = Path(__file__).resolve().parent.parent
 WORKER = Path(__file__).resolve().parent / "_worker.py"
 
+# the service: ``rate`` req/s for ``seconds`` after a warm-up; then the ramp, each rate for
+# ``step_s`` until one is not sustained (answered ≥ min_share of offered, p99 ≤ the bound)
+SERVICE = {"rate": 150, "pause_s": 0.5, "p99_bound_ms": 250.0, "min_share": 0.95}
+RAMP = [50, 75, 100, 125, 150, 200, 250, 300, 400, 500, 600, 800, 1000]
+QUICK_RAMP = [50, 100, 150, 200, 300, 400, 600, 800, 1000]
+
 # scenario -> (default params, quick params)
 PARAMS: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {
     "cost_sync": ({"units": 20_000, "rounds": 5}, {"units": 3_000, "rounds": 3}),
@@ -44,6 +54,10 @@ PARAMS: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {
     "flood_c10": ({"spans": 100_000, "concurrency": 10}, {"spans": 20_000, "concurrency": 10}),
     "flood_c50": ({"spans": 100_000, "concurrency": 50}, {"spans": 20_000, "concurrency": 50}),
     "down": ({"spans": 200_000, "concurrency": 10}, {"spans": 40_000, "concurrency": 10}),
+    "service": (
+        {**SERVICE, "seconds": 60.0, "warmup_s": 5.0, "step_s": 3.0, "ramp_rates": RAMP},
+        {**SERVICE, "seconds": 10.0, "warmup_s": 2.0, "step_s": 1.5, "ramp_rates": QUICK_RAMP},
+    ),
 }
 _TIMESTAMP = re.compile(r"^\d{4}-\d\d-\d\d[ T][\d:,.]+\s*(- )?")
 _DIGITS = re.compile(r"\d+")
@@ -220,6 +234,22 @@ def _merge(runs: list[dict[str, Any]]) -> dict[str, Any]:
     return merged
 
 
+def run_service(env: Environment, contenders: list[str]) -> dict[str, Any]:
+    """The service scenario: untraced, then those of stock, incumbent, ours chosen."""
+    from .service import runner  # imports this module: loaded only when asked for
+
+    traced = [label for label in ("stock", "incumbent", "ours") if label in contenders]
+    default, quick = PARAMS["service"]
+    plan = runner.Plan(
+        params=dict(quick if env.quick else default),
+        labels=["untraced", *traced],
+        scratch=env.scratch,
+        incumbent_python=env.incumbent_python,
+        incumbent_note=env.incumbent_note,
+    )
+    return runner.run(plan)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Parse arguments, run the plan, print and write the report."""
     parser = argparse.ArgumentParser(description=__doc__)
@@ -258,6 +288,9 @@ def main(argv: list[str] | None = None) -> int:
     ):
         env = Environment(receiver, Path(scratch), incumbent_python, note, dead_url(), args.quick)
         for scenario in args.scenarios:
+            if scenario == "service":
+                results[scenario] = run_service(env, args.contenders)
+                continue
             labels = [label for label in SCENARIO_ROWS[scenario] if label in args.contenders]
             results[scenario] = run_interleaved(env, scenario, labels)
     meta = {
