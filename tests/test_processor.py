@@ -283,6 +283,22 @@ async def test_ashutdown_from_the_owning_loop_closes_the_exporter_on_it(
 
 
 @pytest.mark.asyncio
+async def test_ashutdown_waits_for_the_owning_loops_worker_even_if_the_private_thread_is_gone(
+    processors: Processors,
+) -> None:
+    # Under CPU load the private thread (started for the watchdog) can close before
+    # ashutdown awaits it; then only waiting for this loop's worker lets it close the exporter.
+    exporter = RecordingExporter()
+    processor = processors.make(exporter, schedule_delay_millis=60_000)
+    _, tracer = tracer_for(processor)
+    names = end_spans(tracer, "a", 3)
+    await asyncio.to_thread(processor._host.loop_thread.stop().result, 5)
+    await processor.ashutdown(10)
+    assert exporter.names == names
+    assert exporter.closed_on == [asyncio.get_running_loop()]
+
+
+@pytest.mark.asyncio
 async def test_a_thread_storm_is_delivered_or_precisely_counted_as_dropped(
     processors: Processors,
 ) -> None:

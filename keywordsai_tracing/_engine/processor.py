@@ -173,7 +173,10 @@ class AsyncBatchSpanProcessor(SpanProcessor):
         self._delivery.closing_deadline = deadline
         self._flush_blocking(deadline, quiet=True)
         self._stop(deadline)
-        futures = [worker.finished for worker in self._host.workers() if _can_finish(worker)]
+        blocked = _get_running_loop()
+        futures = [
+            worker.finished for worker in self._host.workers() if _can_finish(worker, blocked)
+        ]
         futures.append(self._host.loop_thread.stop())
         concurrent.futures.wait(futures, timeout=_remaining(deadline) + STOP_GRACE)
         self._finish_shutdown()
@@ -187,8 +190,10 @@ class AsyncBatchSpanProcessor(SpanProcessor):
         self._delivery.closing_deadline = deadline
         await self._flush_async(deadline, quiet=True)
         self._stop(deadline)
+        # Including this loop's worker: it closes the exporter here, and nothing else
+        # makes this coroutine yield to it (the private thread may already be closed).
         for worker in self._host.workers():
-            if _can_finish(worker):
+            if _can_finish(worker, None):
                 await await_future(worker.finished, _remaining(deadline) + STOP_GRACE)
         await await_future(self._host.loop_thread.stop(), _remaining(deadline) + STOP_GRACE)
         self._finish_shutdown()
@@ -352,11 +357,12 @@ def _seconds_or_env(setting: str, name: str, millis: float | None) -> object:
     return millis / 1000
 
 
-def _can_finish(worker: ExportWorker) -> bool:
-    """Whether ``worker`` can end while this thread waits: not on this thread's loop, and
-    on a loop that runs (a stopped loop's task ends only if it runs again)."""
+def _can_finish(worker: ExportWorker, blocked: asyncio.AbstractEventLoop | None) -> bool:
+    """Whether ``worker`` can end while this thread waits: not on ``blocked`` (the loop the
+    wait blocks; None for an awaited wait, which lets its own loop run), and on a loop that
+    runs (a stopped loop's task ends only if it runs again)."""
     loop = worker.loop
-    return loop is not _get_running_loop() and (worker.private or loop.is_running())
+    return loop is not blocked and (worker.private or loop.is_running())
 
 
 def _remaining(deadline: float) -> float:
