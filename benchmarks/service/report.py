@@ -19,6 +19,7 @@ NAMES = {
     "ours": "ours (`telemetry_lifespan` + middleware)",
 }
 MB = 1024 * 1024
+DISTURBED_PERCENT = 10
 
 
 def measured(result: Result, key: str) -> Any:
@@ -51,13 +52,14 @@ def busy(result: Result) -> float | None:
     return None if share is None else share * 100
 
 
-def others(result: Result) -> str:
-    """Other processes' use of the server's CPU during the window (``/proc/stat``)."""
+def others(result: Result) -> float | None:
+    """Other processes' use of the server's CPU during the window (``/proc/stat``), in
+    percent of that CPU."""
     stats = result.get("stats", {})
     whole, own = stats.get("server_cpu_busy_s"), stats.get("cpu_s")
     if whole is None or own is None:
-        return NA
-    return num(max(ratio(whole - own, stats.get("seconds")) or 0.0, 0.0) * 100, 0)
+        return None
+    return max(ratio(whole - own, stats.get("seconds")) or 0.0, 0.0) * 100
 
 
 def steps(result: Result) -> str:
@@ -121,7 +123,7 @@ COLUMNS: dict[str, Callable[[Result], str]] = {
     ),
     "failed": lambda r: f"{measured(r, 'failed') or 0:,}",
     "spans delivered": delivered,
-    "others on its CPU %": others,
+    "others on its CPU %": lambda r: num(others(r), 0),
     "longest full GC ms": lambda r: num(measured(r, "gc_full_pause_max_ms"), 2),
     "GCs gen 0/1/2": lambda r: "/".join(map(str, measured(r, "gc_collections") or [])) or NA,
     "wakes > 100 ms": lambda r: f"{measured(r, 'lag_over_100ms') or 0:,}",
@@ -271,6 +273,24 @@ def introduction(rows: Rows, params: dict[str, Any]) -> list[str]:
     ]
 
 
+def disturbed(rows: Rows) -> list[str]:
+    """A warning naming the contenders whose server shared its CPU with other processes
+    for more than `DISTURBED_PERCENT` of the measured window."""
+    names = [
+        f"{label} ({others(rows[label]):.0f}%)"
+        for label in LABELS
+        if label in rows and (others(rows[label]) or 0) > DISTURBED_PERCENT
+    ]
+    if not names:
+        return []
+    return [
+        "",
+        f"**Disturbed**: other processes took over {DISTURBED_PERCENT}% of the server's CPU "
+        f"during the window of {', '.join(names)}: those rows measure this machine's other "
+        "load as much as the contender, and ratios against them mislead.",
+    ]
+
+
 def section(rows: Rows, params: dict[str, Any]) -> list[str]:
     """The whole service section."""
     rate = params["rate"]
@@ -280,6 +300,7 @@ def section(rows: Rows, params: dict[str, Any]) -> list[str]:
     )
     return [
         *introduction(rows, params),
+        *disturbed(rows),
         "",
         f"#### Latency at {rate} req/s",
         "",

@@ -31,7 +31,7 @@ from benchmarks.receiver import Receiver
 from benchmarks.run import clean_env, stderr_summary
 from keywordsai_tracing.testing.llm_server import StandInLLMServer
 
-from .loadgen import BODY, HEADERS
+from .loadgen import BODY, HEADERS, REQUEST_TIMEOUT_S
 from .server import SPANS_PER_REQUEST
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -143,17 +143,18 @@ def load(plan: Plan, mode: str, base_url: str) -> dict[str, Any]:
     spec_path = plan.scratch / f"loadgen-{mode}.json"
     spec_path.write_text(json.dumps(spec))
     if mode == "fixed":
-        budget = params["warmup_s"] + params["seconds"]
+        windows = [params["warmup_s"], params["seconds"]]
     else:
-        steps = len(params["ramp_rates"])
-        budget = params["warmup_s"] + steps * (params["step_s"] + params["pause_s"] + 10)
+        windows = [params["warmup_s"], *[params["step_s"]] * len(params["ramp_rates"])]
+    # each window waits for its late answers; the measurement calls may be slow (overload)
+    budget = sum(windows) + len(windows) * (REQUEST_TIMEOUT_S + params["pause_s"]) + 300
     command = [sys.executable, "-m", "benchmarks.service.loadgen", str(spec_path)]
     try:
         done = subprocess.run(
-            command, cwd=ROOT, env=plan.env, capture_output=True, text=True, timeout=budget + 60
+            command, cwd=ROOT, env=plan.env, capture_output=True, text=True, timeout=budget
         )
     except subprocess.TimeoutExpired as error:
-        raise BenchError(f"load generator still running after {budget + 60:.0f} s") from error
+        raise BenchError(f"load generator still running after {budget:.0f} s") from error
     if done.returncode != 0:
         tail = (done.stderr.strip().splitlines() or ["no output"])[-1]
         raise BenchError(f"load generator failed: {tail[:200]}")
