@@ -32,7 +32,8 @@ def measured(result: Result, key: str) -> Any:
 
 
 def delivery(result: Result) -> float | None:
-    """Distinct spans received per span expected (5 per answered request)."""
+    """Distinct spans received per span expected (5 per request served in full; a request
+    the client gave up on may leave spans of its own, so this can exceed 1)."""
     return ratio(result.get("spans_unique"), result.get("spans_expected"))
 
 
@@ -42,7 +43,10 @@ def delivered(result: Result) -> str:
         got = result.get("spans_unique")
         return "—" if not got else f"{got:,} spans (none expected)"
     extra = (result.get("spans_received") or 0) - (result.get("spans_unique") or 0)
-    return percent(delivery(result)) + (f" (+{extra:,} dup.)" if extra > 0 else "")
+    text = percent(delivery(result)) + (f" (+{extra:,} dup.)" if extra > 0 else "")
+    if (delivery(result) or 0) > 1:  # requests given up by the client leave part-trees
+        text += " (with spans of requests cut short)"
+    return text
 
 
 def busy(result: Result) -> float | None:
