@@ -411,3 +411,28 @@ def test_trace_content_off_reaches_the_llm_instrumentation(
     assert attributes["gen_ai.usage.input_tokens"] == 2
     telemetry.shutdown()
     assert "TRACELOOP_TRACE_CONTENT" not in os.environ  # restored
+
+
+def test_the_openai_instrumentation_sets_every_response_attribute_without_an_error(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The stand-in answers with the usage detail objects the real API sends; without
+    them the instrumentation raised inside every call (logged at DEBUG) and left the
+    response attributes unset."""
+    exporter = InMemorySpanExporter()
+    telemetry = KeywordsAITelemetry(
+        custom_exporter=exporter, instruments={Instruments.OPENAI}, is_batching_enabled=False
+    )
+    try:
+        with StandInLLMServer() as llm, caplog.at_level("DEBUG", "opentelemetry"):
+            client = openai.OpenAI(base_url=llm.openai_base_url, api_key="sk-test")
+            client.chat.completions.create(
+                model="gpt-4o-mini", messages=[{"role": "user", "content": "hi"}]
+            )
+        assert not [r for r in caplog.records if "failed to trace" in r.getMessage()]
+        (span,) = [s for s in exporter.get_finished_spans() if s.name == "openai.chat"]
+        attributes = span.attributes or {}
+        assert attributes["gen_ai.usage.input_tokens"] == 1
+        assert attributes["gen_ai.response.model"] == "gpt-4o-mini"
+    finally:
+        telemetry.shutdown()

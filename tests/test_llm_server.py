@@ -82,7 +82,10 @@ async def test_openai_stream_is_sse_chunks_then_a_usage_chunk_then_done() -> Non
     assert with_usage[-1] == "[DONE]"
     usage_chunk = json.loads(with_usage[-2])
     assert usage_chunk["choices"] == []
-    assert usage_chunk["usage"] == {"prompt_tokens": 2, "completion_tokens": 5, "total_tokens": 7}
+    usage = usage_chunk["usage"]
+    assert (usage["prompt_tokens"], usage["completion_tokens"], usage["total_tokens"]) == (2, 5, 7)
+    assert usage["prompt_tokens_details"] == {"cached_tokens": 0, "audio_tokens": 0}
+    assert usage["completion_tokens_details"]["reasoning_tokens"] == 0
     assert all(json.loads(data)["usage"] is None for data in with_usage[:-2])
 
 
