@@ -240,6 +240,64 @@ def section_flood(results: Results, params: dict[str, dict[str, Any]]) -> list[s
     ]
 
 
+def section_garbage(results: Results, params: dict[str, Any]) -> list[str]:
+    """(f) what the span path leaves for the garbage collector."""
+    header = ["contender", "gc-tracked objects held per span", "÷ stock", "bytes held per span"]
+    header += ["÷ stock", "young collections per 1,000 spans", "÷ stock", "gen 1 / gen 2"]
+    header += ["delivered"]
+    stock = _get(results, "garbage", "stock") or {}
+    rows = []
+    for label in ("none", "stock", "incumbent", "ours", "ours-nocontent"):
+        result = _get(results, "garbage", label)
+        if not result:
+            continue
+        error = _error_row(result, len(header) - 1)
+        if error is not None and "objects_per_span" not in result:
+            rows.append([NAMES[label], *error])
+            continue
+        rows.append(
+            [
+                NAMES[label],
+                num(result["objects_per_span"], 1),
+                _ratio(result["objects_per_span"], stock.get("objects_per_span")),
+                num(result["bytes_per_span"], 0),
+                _ratio(result["bytes_per_span"], stock.get("bytes_per_span")),
+                num(result["gen0_per_1000"], 1),
+                _ratio(result["gen0_per_1000"], stock.get("gen0_per_1000")),
+                f"{num(result['gen1_per_1000'], 2)} / {num(result['gen2_per_1000'], 3)}",
+                _delivered(result),
+            ]
+        )
+    return [
+        "### (f) Garbage: what each span leaves for the collector",
+        "",
+        f"Held: {params['held_units']} async units (4 spans each, fewer than a batch) with "
+        "the collector off; what they keep alive until their export: gc-tracked objects "
+        "(each one that survives a young collection is promoted, and every full collection "
+        "walks it) and bytes (tracemalloc). Churn: "
+        f"{params['units']:,} units with the export running (a yield every 10 units), "
+        "and the collections that caused per 1,000 spans (full collections walk the whole "
+        "heap: in a service with openai and fastapi loaded, hundreds of milliseconds). A "
+        "pipeline that drops spans (a full queue) frees them at once and so collects less: "
+        "read the churn next to what was delivered.",
+        "",
+        *table(header, rows),
+    ]
+
+
+def _delivered(result: dict[str, Any]) -> str:
+    unique, produced = result.get("unique"), result.get("produced")
+    if not isinstance(unique, int) or not produced:
+        return "—"
+    return f"{unique / produced:.1%}"
+
+
+def _ratio(value: Any, base: Any) -> str:
+    if not isinstance(value, int | float) or not isinstance(base, int | float) or base <= 0:
+        return NA
+    return f"{value / base:.2f}x"
+
+
 def section_down(results: Results, params: dict[str, Any]) -> list[str]:
     """(d) collector not listening."""
     header = ["contender", "RSS growth MB", "longest stall in flush ms", "flush s"]
@@ -423,6 +481,8 @@ def render(
         lines += [*section_flood(results, params), ""]
     if "down" in results:
         lines += [*section_down(results, params["down"]), ""]
+    if "garbage" in results:
+        lines += [*section_garbage(results, params["garbage"]), ""]
     if set(results) - {"service"}:
         lines += [*section_targets(results), ""]
     if "service" in results:

@@ -54,6 +54,7 @@ PARAMS: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {
     "flood_c10": ({"spans": 100_000, "concurrency": 10}, {"spans": 20_000, "concurrency": 10}),
     "flood_c50": ({"spans": 100_000, "concurrency": 50}, {"spans": 20_000, "concurrency": 50}),
     "down": ({"spans": 200_000, "concurrency": 10}, {"spans": 40_000, "concurrency": 10}),
+    "garbage": ({"held_units": 100, "units": 25_000}, {"held_units": 100, "units": 5_000}),
     "service": (
         {**SERVICE, "seconds": 60.0, "warmup_s": 5.0, "step_s": 3.0, "ramp_rates": RAMP},
         {**SERVICE, "seconds": 10.0, "warmup_s": 2.0, "step_s": 1.5, "ramp_rates": QUICK_RAMP},
@@ -73,6 +74,7 @@ ROWS: dict[str, tuple[str, dict[str, Any]]] = {
     "ours": ("ours", {}),
     "ours-nocontent": ("ours", {"trace_content": False}),
     "ours-disabled": ("ours", {"enabled": False}),
+    "ours-freeze": ("ours", {}),  # the service scenario only: `telemetry_lifespan(freeze_gc=True)`
 }
 
 SCENARIO_ROWS: dict[str, list[str]] = {
@@ -84,6 +86,7 @@ SCENARIO_ROWS: dict[str, list[str]] = {
     "flood_c10": ["none", "stock", "incumbent", "ours"],
     "flood_c50": ["none", "stock", "incumbent", "ours"],
     "down": ["none", "stock", "incumbent", "ours"],
+    "garbage": ["none", "stock", "incumbent", "ours", "ours-nocontent"],
 }
 
 # scenario -> runs per contender in default mode (quick mode: one); numbers are medians
@@ -238,7 +241,9 @@ def run_service(env: Environment, contenders: list[str]) -> dict[str, Any]:
     """The service scenario: untraced, then those of stock, incumbent, ours chosen."""
     from .service import runner  # imports this module: loaded only when asked for
 
-    traced = [label for label in ("stock", "incumbent", "ours") if label in contenders]
+    traced = [
+        label for label in ("stock", "incumbent", "ours", "ours-freeze") if label in contenders
+    ]
     default, quick = PARAMS["service"]
     plan = runner.Plan(
         params=dict(quick if env.quick else default),

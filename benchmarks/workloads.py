@@ -392,7 +392,64 @@ async def _down(contender: Contender, params: Params) -> Result:
     }
 
 
+def garbage(contender: Contender, params: Params) -> Result:
+    """What the span path leaves for the garbage collector (issue #10 item 3).
+
+    Held: ``held_units`` async units (fewer spans than a batch, so nothing is exported
+    before the schedule delay): the gc-tracked objects and bytes (tracemalloc) each
+    span keeps alive until its export; a tracked object that outlives a young
+    collection is promoted, and every full collection walks it. Churn: ``units`` async
+    units with the export running, and how many collections of each generation that
+    cost per 1,000 spans.
+    """
+    return asyncio.run(_garbage(contender, params))
+
+
+async def _garbage(contender: Contender, params: Params) -> Result:
+    import gc
+    import tracemalloc
+
+    for i in range(50):  # warm: first-call caches, the export task started and idle
+        await contender.async_unit(i)
+    await contender.aflush()
+    held = params["held_units"]
+    gc.collect()
+    gc.disable()
+    tracemalloc.start()
+    try:
+        objects, memory = len(gc.get_objects()), tracemalloc.get_traced_memory()[0]
+        for i in range(held):
+            await contender.async_unit(i)
+        objects = len(gc.get_objects()) - objects
+        memory = tracemalloc.get_traced_memory()[0] - memory
+    finally:
+        tracemalloc.stop()
+        gc.enable()
+    await contender.aflush()
+    gc.collect()
+    tally = received(params.get("control_url"))
+    before = [generation["collections"] for generation in gc.get_stats()]
+    units = params["units"]
+    for i in range(units):
+        await contender.async_unit(i)
+        if i % 10 == 9:
+            await asyncio.sleep(0)  # as an awaited I/O call would: the export runs
+    await contender.aflush()
+    after = [generation["collections"] for generation in gc.get_stats()]
+    spans = units * SPANS_PER_UNIT
+    per_1000 = [(b - a) * 1000 / spans for a, b in zip(before, after, strict=True)]
+    return {
+        "objects_per_span": objects / (held * SPANS_PER_UNIT),
+        "bytes_per_span": memory / (held * SPANS_PER_UNIT),
+        "gen0_per_1000": per_1000[0],
+        "gen1_per_1000": per_1000[1],
+        "gen2_per_1000": per_1000[2],
+        **delivery(spans, params.get("control_url"), tally),
+    }
+
+
 SCENARIOS: dict[str, Callable[[Contender, Params], Result]] = {
+    "garbage": garbage,
     "cost_sync": cost_sync,
     "cost_async": cost_async,
     "disabled": disabled,

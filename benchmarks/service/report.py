@@ -11,12 +11,13 @@ from benchmarks.report import NA, num, percent, ratio, table, times
 Result = dict[str, Any]
 Rows = dict[str, Result]
 
-LABELS = ("untraced", "stock", "incumbent", "ours")
+LABELS = ("untraced", "stock", "incumbent", "ours", "ours-freeze")
 NAMES = {
     "untraced": "untraced (ours, `is_enabled=False`)",
     "stock": "stock OTel (BSP + OTLP/HTTP + OpenAIInstrumentor)",
     "incumbent": "incumbent keywordsai-tracing 0.0.59",
     "ours": "ours (`telemetry_lifespan` + middleware)",
+    "ours-freeze": "ours + `freeze_gc=True` (the README's service set-up)",
 }
 MB = 1024 * 1024
 DISTURBED_PERCENT = 10
@@ -173,7 +174,7 @@ def _verdict(ok: bool | None) -> str:
 def section_targets(rows: Rows) -> list[str]:
     """The issue's targets for each traced contender, against untraced of the same run."""
     base = rows.get("untraced", {})
-    traced = [label for label in ("stock", "incumbent", "ours") if label in rows]
+    traced = [label for label in LABELS[1:] if label in rows]
 
     def bounded(label: str, figure: str, bound: float, as_percent: bool = False) -> str:
         result, read = rows[label], FIGURES[figure].read
@@ -211,11 +212,11 @@ def section_targets(rows: Rows) -> list[str]:
     return table(["target (at the fixed rate)", *traced], lines)
 
 
-def section_versus(rows: Rows) -> list[str]:
-    """Ours against stock on every figure (equal as printed: a tie)."""
-    ours, stock = rows.get("ours", {}), rows.get("stock", {})
+def section_versus(rows: Rows, label: str = "ours") -> list[str]:
+    """Ours (``label``) against stock on every figure (equal as printed: a tie)."""
+    ours, stock = rows.get(label, {}), rows.get("stock", {})
     if not ours or not stock or "error" in ours or "error" in stock:
-        return ["Ours against stock: n/a (one of them did not run)."]
+        return [f"{NAMES[label]} against stock: n/a (one of them did not run)."]
     lines, worse = [], []
     for name, figure in FIGURES.items():
         mine, theirs = figure.read(ours), figure.read(stock)
@@ -230,10 +231,11 @@ def section_versus(rows: Rows) -> list[str]:
             verdict = "**worse**"
             worse.append(name)
         lines.append([name, *shown, verdict])
-    summary = f"Ours better than stock on every figure (ties allowed): {_verdict(not worse)}"
+    summary = f"{NAMES[label]} better than stock on every figure (ties allowed): "
+    summary += _verdict(not worse)
     if worse:
         summary += f"; worse on: {', '.join(worse)}"
-    return [*table(["figure", "ours", "stock", "ours vs stock"], lines), "", summary + "."]
+    return [*table(["figure", label, "stock", f"{label} vs stock"], lines), "", summary + "."]
 
 
 def introduction(rows: Rows, params: dict[str, Any]) -> list[str]:
@@ -386,4 +388,6 @@ def section(rows: Rows, params: dict[str, Any]) -> list[str]:
         *section_targets(rows),
         "",
         *section_versus(rows),
+        "",
+        *(section_versus(rows, "ours-freeze") if "ours-freeze" in rows else []),
     ]

@@ -64,9 +64,10 @@ def rss_bytes() -> int:
 
 
 def footprint() -> dict[str, int]:
-    """Modules loaded, gc-tracked objects and RSS, after a full collection."""
+    """Modules loaded, gc-tracked objects (frozen ones too) and RSS, after a full collection."""
     gc.collect()
-    return {"modules": len(sys.modules), "gc_objects": len(gc.get_objects()), "rss": rss_bytes()}
+    objects = len(gc.get_objects()) + gc.get_freeze_count()
+    return {"modules": len(sys.modules), "gc_objects": objects, "rss": rss_bytes()}
 
 
 def cpu_seconds() -> float:
@@ -207,7 +208,7 @@ def setup_incumbent(spec: dict[str, Any], app: Any) -> Setup:
     return Setup(workflow, task)
 
 
-def setup_ours(spec: dict[str, Any], app: Any) -> Setup:
+def setup_ours(spec: dict[str, Any], app: Any, freeze_gc: bool = False) -> Setup:
     """Ours as its README shows for FastAPI: `telemetry_lifespan` and the middleware."""
     from keywordsai_tracing import Instruments, task, workflow
     from keywordsai_tracing.integrations.asgi import (
@@ -225,8 +226,14 @@ def setup_ours(spec: dict[str, Any], app: Any) -> Setup:
         api_key="bench",
         base_url=spec["receiver_url"],
         instruments={Instruments.OPENAI},
+        freeze_gc=freeze_gc,
     )
     return Setup(workflow, task, lifespan)
+
+
+def setup_ours_frozen(spec: dict[str, Any], app: Any) -> Setup:
+    """Ours as the README recommends for a service: the same, with ``freeze_gc=True``."""
+    return setup_ours(spec, app, freeze_gc=True)
 
 
 SETUPS: dict[str, Callable[[dict[str, Any], Any], Setup]] = {
@@ -234,6 +241,7 @@ SETUPS: dict[str, Callable[[dict[str, Any], Any], Setup]] = {
     "stock": setup_stock,
     "incumbent": setup_incumbent,
     "ours": setup_ours,
+    "ours-freeze": setup_ours_frozen,
 }
 
 
