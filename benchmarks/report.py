@@ -451,6 +451,10 @@ def section_messages(results: Results) -> list[str]:
     return lines
 
 
+# The scenarios the micro "Targets for ours" table judges.
+MICRO_TARGETED = {"cost_sync", "cost_async", "disabled", "steady", "down", *FLOODS}
+
+
 def render(
     results: Results,
     meta: dict[str, str],
@@ -483,7 +487,7 @@ def render(
         lines += [*section_down(results, params["down"]), ""]
     if "garbage" in results:
         lines += [*section_garbage(results, params["garbage"]), ""]
-    if set(results) - {"service"}:
+    if set(results) & MICRO_TARGETED:
         lines += [*section_targets(results), ""]
     if "service" in results:
         from .service import report as service_report  # it imports this module's helpers

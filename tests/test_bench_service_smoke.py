@@ -4,16 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import pytest
-
 from benchmarks.run import PARAMS
 from benchmarks.service import report, runner
-
-# benchmarks.receiver.Receiver.close() leaves the receiver's stdout pipe to the collector.
-pytestmark = pytest.mark.filterwarnings(
-    "ignore:unclosed file <_io.TextIOWrapper:ResourceWarning",
-    "ignore:Exception ignored in. <_io.FileIO:pytest.PytestUnraisableExceptionWarning",
-)
 
 SERVER_FIGURES = (
     "cpu_ms_per_request",
