@@ -15,6 +15,7 @@ the callback still gets the span exactly as the SDK made it.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 from opentelemetry.attributes import BoundedAttributes
@@ -39,3 +40,17 @@ def compact(span: ReadableSpan) -> None:
             held._links = ()
     except AttributeError:  # an SDK that keeps these elsewhere: nothing to do
         return
+
+
+def plain_attributes(span: ReadableSpan) -> Mapping[str, Any]:
+    """The dict behind ``span.attributes`` when there is one: a compacted span's, or the
+    one inside the SDK's ``BoundedAttributes`` (whose public view costs a Python call per
+    lookup and a raised ``KeyError`` per missing key). Read-only use: writes must go
+    through the span."""
+    held = getattr(span, "_attributes", None)
+    if type(held) is dict:  # an ended span, see `compact`
+        return held
+    plain = getattr(held, "_dict", None)  # the SDK's BoundedAttributes
+    if type(plain) is dict:
+        return plain
+    return span.attributes or {}

@@ -33,7 +33,7 @@ no mark: they are filtered as before, without re-parenting.
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from types import MappingProxyType
 from typing import Any, Final
 
@@ -48,6 +48,7 @@ from ._attributes import (
     MANUAL_TRACER_NAME,
     SPAN_KIND,
 )
+from ._compact import plain_attributes
 
 logger = logging.getLogger("keywordsai_tracing")
 
@@ -63,23 +64,11 @@ def is_noise(span: ReadableSpan) -> bool:
     A span is noise when it has neither ``traceloop.span.kind`` nor a non-empty
     ``traceloop.entity.path``, unless it comes from the manual tracer.
     """
-    attributes = _plain_attributes(span)
+    attributes = plain_attributes(span)
     if SPAN_KIND in attributes or attributes.get(ENTITY_PATH):
         return False
     scope = span.instrumentation_scope
     return scope is None or scope.name != MANUAL_TRACER_NAME
-
-
-def _plain_attributes(span: ReadableSpan) -> Mapping[str, object]:
-    """The dict behind ``span.attributes`` when there is one (the public view costs a
-    Python call per lookup, and a raised ``KeyError`` per missing key)."""
-    held = getattr(span, "_attributes", None)
-    if type(held) is dict:  # an ended span, see `_compact`
-        return held
-    plain = getattr(held, "_dict", None)  # the SDK's BoundedAttributes
-    if type(plain) is dict:
-        return plain
-    return span.attributes or {}
 
 
 def note_start(span: ReadableSpan) -> None:

@@ -26,6 +26,7 @@ from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 from opentelemetry.trace import SpanContext, SpanKind
 
+from ._compact import plain_attributes
 from ._fair import FairShare
 
 logger = logging.getLogger("keywordsai_tracing.exporter")
@@ -120,16 +121,6 @@ def _dropped(name: str, count: int) -> str:
     return f',"{name}":{count}' if count else ""
 
 
-def _plain_attributes(span: ReadableSpan) -> Mapping[str, Any] | None:
-    """The span's attributes; the dict behind them when there is one (iterating the
-    public read-only view of the SDK's container costs two Python calls per attribute)."""
-    held = getattr(span, "_attributes", None)
-    if type(held) is dict:  # see `_compact`
-        return held
-    plain = getattr(held, "_dict", None)
-    return plain if type(plain) is dict else span.attributes
-
-
 def _has_any(span: ReadableSpan, private: str, public: str) -> bool:
     """``bool(span.events)`` (or links) without building the tuple the property returns."""
     raw = getattr(span, private, None)
@@ -162,7 +153,7 @@ def encode_span(span: ReadableSpan, q: Quote = encode_basestring) -> str:
         parts.append(',"traceState":' + q(state))
     if span.name:
         parts.append(',"name":' + q(span.name))
-    parts.append(_attributes(_plain_attributes(span), q))
+    parts.append(_attributes(plain_attributes(span), q))
     parts.append(_dropped("droppedAttributesCount", span.dropped_attributes))
     if _has_any(span, "_events", "events"):
         events = []

@@ -23,7 +23,7 @@ from opentelemetry.context import Context
 from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor
 
 from . import _attributes as attrs
-from ._compact import compact
+from ._compact import compact, plain_attributes
 from ._noise import note_start
 from .integrations import apply_request_params
 
@@ -98,7 +98,7 @@ class Pipeline(SpanProcessor):
         scope = span.instrumentation_scope
         if scope is not None and scope.name == attrs.DECORATOR_TRACER_NAME:
             return  # a decorator span: it carries its own attributes (and is never noise)
-        current = span.attributes or {}
+        current = plain_attributes(span)
         ctx = parent_context if parent_context is not None else context_api.get_current()
         workflow = context_api.get_value(attrs.WORKFLOW_NAME_KEY, ctx)
         path = context_api.get_value(attrs.ENTITY_PATH_KEY, ctx) or workflow

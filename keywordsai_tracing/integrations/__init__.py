@@ -24,6 +24,7 @@ from opentelemetry.sdk.trace import Span
 from opentelemetry.util.types import AttributeValue
 
 from keywordsai_tracing._attributes import DECORATOR_TRACER_NAME, ENTITY_PATH_KEY, WORKFLOW_NAME_KEY
+from keywordsai_tracing._compact import plain_attributes
 from keywordsai_tracing._params import params_to_attributes
 
 __all__ = ["REQUEST_PARAMS_KEY", "apply_request_params", "request_params_context"]
@@ -66,7 +67,7 @@ def apply_request_params(span: Span, parent_context: Context | None) -> None:
     decorated = scope is not None and scope.name == DECORATOR_TRACER_NAME
     if not decorated and ctx.get(WORKFLOW_NAME_KEY) is None and ctx.get(ENTITY_PATH_KEY) is None:
         return
-    current = span.attributes or {}
+    current = plain_attributes(span)
     missing: dict[str, AttributeValue] = {
         key: value for key, value in attributes.items() if key not in current
     }
