@@ -217,7 +217,9 @@ def _unwrap_leftovers(library: str, instrumentation_module: str) -> None:
         owners += [
             owner
             for owner in list(vars(module).values())
-            if isinstance(owner, type) and owner.__module__ == name
+            # type(), not isinstance(): isinstance consults ``__class__``, which makes a
+            # lazy proxy (openai's) import its module and build its classes.
+            if issubclass(type(owner), type) and owner.__module__ == name
         ]
         for owner in owners:
             for attr, value in list(vars(owner).items()):

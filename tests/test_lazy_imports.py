@@ -93,3 +93,34 @@ def test_protobuf_loads_only_for_the_protobuf_protocol(protocol: str) -> None:
             [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True
         )
         assert out.stdout.strip() == "True"
+
+
+def test_shutting_down_imports_nothing_and_removes_the_wrappers() -> None:
+    # The leftover-wrapper walk once touched openai's lazy proxies with isinstance(),
+    # which imported about a thousand openai modules and took a second at shutdown.
+    code = textwrap.dedent(
+        """
+        import json, sys
+        import openai
+        from openai.resources.chat.completions import Completions
+        from keywordsai_tracing import Instruments, KeywordsAITelemetry
+        telemetry = KeywordsAITelemetry(
+            base_url="http://127.0.0.1:9/api", api_key="k", instruments={Instruments.OPENAI}
+        )
+        wrapped = type(vars(Completions)["create"]).__name__
+        before = set(sys.modules)
+        telemetry.shutdown()
+        print(json.dumps({
+            "wrapped": wrapped,
+            "after": type(vars(Completions)["create"]).__name__,
+            "imported": sorted(set(sys.modules) - before),
+        }))
+        """
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True
+    )
+    result = json.loads(out.stdout.strip().splitlines()[-1])
+    assert result["wrapped"].endswith("FunctionWrapper")
+    assert result["after"] == "function"
+    assert result["imported"] == []
