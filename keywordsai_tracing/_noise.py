@@ -33,7 +33,7 @@ no mark: they are filtered as before, without re-parenting.
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from types import MappingProxyType
 from typing import Any, Final
 
@@ -64,11 +64,16 @@ def is_noise(span: ReadableSpan) -> bool:
     A span is noise when it has neither ``traceloop.span.kind`` nor a non-empty
     ``traceloop.entity.path``, unless it comes from the manual tracer.
     """
-    attributes = plain_attributes(span)
-    if SPAN_KIND in attributes or attributes.get(ENTITY_PATH):
+    if names_entity(plain_attributes(span)):
         return False
     scope = span.instrumentation_scope
     return scope is None or scope.name != MANUAL_TRACER_NAME
+
+
+def names_entity(attributes: Mapping[str, object]) -> bool:
+    """Whether ``attributes`` make a span part of an entity: a ``traceloop.span.kind``,
+    or a non-empty ``traceloop.entity.path``."""
+    return SPAN_KIND in attributes or bool(attributes.get(ENTITY_PATH))
 
 
 def note_start(span: ReadableSpan) -> None:

@@ -42,7 +42,7 @@ from opentelemetry.trace import (
 
 from . import _attributes as attrs
 from ._fast_span import is_default_sampler
-from ._noise import mark_kept_ancestor, nearest_kept
+from ._noise import mark_kept_ancestor, names_entity, nearest_kept
 from ._pipeline import Dispatcher
 
 _SAMPLED = TraceFlags(TraceFlags.SAMPLED)
@@ -59,9 +59,7 @@ def noise_at_start(ctx: Context, attributes: Mapping[str, object] | None) -> boo
         or ctx.get(attrs.PROCESSORS_KEY)
     ):
         return False
-    return not attributes or (
-        attrs.SPAN_KIND not in attributes and not attributes.get(attrs.ENTITY_PATH)
-    )
+    return not attributes or not names_entity(attributes)
 
 
 def unrecorded_span(ctx: Context, ids: IdGenerator) -> NonRecordingSpan:
