@@ -477,6 +477,25 @@ def test_freeze_gc_freezes_the_start_up_heap_while_serving_and_only_when_asked(
     assert len(threaded_otlp_receiver.spans) == 3
 
 
+def test_freeze_gc_leaves_a_heap_the_application_froze_itself_frozen(
+    threaded_otlp_receiver: OTLPReceiver,
+) -> None:
+    lifespan = telemetry_lifespan(
+        api_key="k", base_url=threaded_otlp_receiver.url, instruments=set(), freeze_gc=True
+    )
+    app = FastAPI(lifespan=lifespan)
+    sentinel: list[object] = []  # an object of the application's, frozen by it
+    gc.freeze()  # the application's own choice, before serving
+    try:
+        with serving(app):
+            pass
+        # Still in the permanent generation (gc.get_objects() does not list it there).
+        assert all(obj is not sentinel for obj in gc.get_objects())
+    finally:
+        gc.unfreeze()
+    assert any(obj is sentinel for obj in gc.get_objects())
+
+
 def test_freeze_gc_must_be_a_bool() -> None:
     with pytest.raises(TypeError, match="freeze_gc"):
         telemetry_lifespan(freeze_gc="yes")  # type: ignore[arg-type]

@@ -118,8 +118,10 @@ class TelemetryLifespan(Generic[AppT, StateT]):
 def _frozen_heap(freeze: bool) -> Iterator[None]:
     """With ``freeze``: everything alive once start-up is over (modules, the app, the
     telemetry) moves to the collector's permanent generation while the app serves, so
-    full collections walk only what requests create; unfrozen at shutdown."""
-    if not freeze:
+    full collections walk only what requests create; unfrozen at shutdown. An
+    application that froze its heap itself manages freezing: nothing is done (an
+    unfreeze cannot tell its objects from ours)."""
+    if not freeze or gc.get_freeze_count():
         yield
         return
     gc.collect()  # what start-up left as garbage is freed, not frozen
@@ -179,7 +181,8 @@ def telemetry_lifespan(
     ``gc.freeze()`` move every object alive to the collector's permanent generation, so
     each full collection while serving walks only what requests created (the imported
     modules of a FastAPI + OpenAI app are hundreds of thousands of objects);
-    ``gc.unfreeze()`` at shutdown.
+    ``gc.unfreeze()`` at shutdown. If the application already froze objects itself,
+    nothing is frozen or unfrozen.
 
     SIGTERM: created this way the telemetry does not install its SIGTERM handler (that
     needs the main thread, and uvicorn has installed its own by then anyway). None is
