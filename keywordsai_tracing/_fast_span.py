@@ -2,14 +2,16 @@
 
 ``Tracer.start_span`` validates every attribute (a recursive clean and a lock per span)
 and runs the sampler, the tracer's own metrics and the span's setup in general form. Our
-decorator attributes are plain strings (and an int version) we built ourselves, so
-`SpanStarter` writes them straight into the span's attribute map and inlines the
-default sampler (``ParentBased(ALWAYS_ON)``); the span, its ids, flags, trace state,
-parent and processors are the SDK's own. It is used only where that is equivalent:
+decorator attributes are plain values we built (or, for a request's parameters, already
+validated) ourselves, so `SpanStarter` writes them straight into the span's attribute
+map and inlines the default sampler (``ParentBased(ALWAYS_ON)``); the span, its ids,
+flags, trace state, parent and processors are the SDK's own. It is used only where that
+is equivalent:
 
 - the tracer is an SDK tracer with the internals this module reads (checked once);
 - the sampler is one of the SDK's own (they add no attributes); with any other sampler,
-  or span limits that would cut or drop our attributes, every span takes the SDK path;
+  or span limits that would cut or drop our attributes, every span takes the SDK path
+  (so does a span starting with more attributes than the limit allows);
 - a self-test at construction starts a root and a child span both ways on a private
   provider and compares them; any difference (a future SDK changing its internals)
   switches the fast path off for good, with a DEBUG line.
@@ -36,7 +38,7 @@ from opentelemetry.trace import NonRecordingSpan, Span, SpanContext, SpanKind, T
 
 logger = logging.getLogger("keywordsai_tracing")
 
-AttributeValue = str | int
+AttributeValue = str | int | float | bool | tuple[str | int | float | bool, ...]
 # More attributes than any decorator span carries, with room for the user's own.
 _ATTRIBUTE_HEADROOM = 32
 # The context key under which OpenTelemetry keeps the current span (found, not imported).
@@ -123,10 +125,15 @@ class SpanStarter:
 
         The span takes ``attributes`` over: the caller must not use the dict again."""
         tracer: Any = self._tracer  # an SDK `Tracer` whenever ``_fast`` (see __init__)
-        if not self._fast or not tracer._tracer_config.is_enabled:
+        limit = self._max_attributes
+        if (
+            not self._fast
+            or not tracer._tracer_config.is_enabled
+            or (limit is not None and len(attributes) > limit)
+        ):
             return self._tracer.start_span(name, context=parent, attributes=attributes)
         current = parent.get(SPAN_KEY)  # trace.get_current_span(parent), minus an ABC check
-        if type(current) is not _Span and not isinstance(current, Span):
+        if current is None or (type(current) is not _Span and not isinstance(current, Span)):
             current = trace.INVALID_SPAN
         parent_context: SpanContext | None = current.get_span_context()
         if parent_context is not None and parent_context.is_valid:

@@ -19,6 +19,7 @@ from . import _attributes as attrs
 from ._fast_span import SPAN_KEY
 from ._serialize import inputs_to_json, to_json
 from ._state import Runtime
+from .integrations import add_request_params
 
 WORKFLOW_KINDS = frozenset({"workflow", "agent"})
 PATH_KINDS = frozenset({"task", "tool"})
@@ -53,7 +54,7 @@ class EntityScope:
     ) -> None:
         self.runtime = runtime
         parent = context_api.get_current()
-        attributes: dict[str, str | int] = {
+        attributes: dict[str, Any] = {
             attrs.SPAN_KIND: spec.kind,
             attrs.ENTITY_NAME: spec.name,
             attrs.LOG_METHOD: attrs.LOG_METHOD_VALUE,
@@ -80,6 +81,7 @@ class EntityScope:
         if runtime.trace_content:
             shown = args[1:] if spec.skip_first_arg else args
             attributes[attrs.ENTITY_INPUT] = inputs_to_json(shown, kwargs)
+        add_request_params(attributes, parent)
         self.span: Span = runtime.starter.start(spec.span_name, parent, attributes)
         ours[SPAN_KEY] = self.span  # as trace.set_span_in_context, in the same copy
         self.context = Context({**parent, **ours})

@@ -252,6 +252,52 @@ def test_explicit_params_win_and_failures_do_not_break_requests(
     assert THREAD not in second.attributes  # params raised: logged, request served
 
 
+def test_request_params_are_in_a_decorated_span_from_its_start(
+    telemetry: KeywordsAITelemetry, exporter: InMemorySpanExporter
+) -> None:
+    """Decorated spans take the request's parameters into the attributes they start with:
+    the decorator's own attributes win, sequences become tuples (no span shares a mutable
+    value), and a value set under the key by hand that OpenTelemetry would not take is
+    left out, as the SDK's validation would."""
+    from opentelemetry import context as context_api
+    from opentelemetry import trace
+
+    from keywordsai_tracing.integrations import REQUEST_PARAMS_KEY, request_params_context
+
+    seen: list[dict[str, Any]] = []
+
+    @workflow(name="req")
+    def run() -> str:
+        seen.append(dict(trace.get_current_span().attributes or {}))  # type: ignore[attr-defined]
+        return "done"
+
+    params = {
+        "customer_identifier": "c-1",
+        "metadata": {"tags": ["a", "b"], "traceloop.entity.name": "not-ours", "n": 3},
+    }
+    token = context_api.attach(request_params_context(params))
+    try:
+        run()
+    finally:
+        context_api.detach(token)
+    by_hand = {"keywordsai.metadata.ok": "yes", "keywordsai.metadata.bad": object()}
+    token = context_api.attach(context_api.set_value(REQUEST_PARAMS_KEY, by_hand))
+    try:
+        run()
+    finally:
+        context_api.detach(token)
+    first, second = exporter.get_finished_spans()
+    assert seen[0][CUSTOMER] == "c-1"  # there while the body runs
+    attributes = dict(first.attributes or {})
+    assert attributes[CUSTOMER] == "c-1"
+    assert attributes["keywordsai.metadata.tags"] == ("a", "b")
+    assert attributes["keywordsai.metadata.n"] == 3
+    assert attributes["traceloop.entity.name"] == "req"
+    second_attributes = dict(second.attributes or {})
+    assert second_attributes["keywordsai.metadata.ok"] == "yes"
+    assert "keywordsai.metadata.bad" not in second_attributes
+
+
 def test_middleware_rejects_a_non_callable_and_passes_other_scopes(
     telemetry: KeywordsAITelemetry,
 ) -> None:

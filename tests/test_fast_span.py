@@ -197,6 +197,21 @@ def test_limits_that_would_cut_our_attributes_take_the_sdk_path(limits: SpanLimi
         assert done.dropped_attributes == 2
 
 
+def test_a_span_starting_with_more_attributes_than_the_limit_takes_the_sdk_path() -> None:
+    limit = 40  # room for ours: the fast path stays on for spans within it
+    provider, exporter = _provider(span_limits=SpanLimits(max_span_attributes=limit))
+    starter = SpanStarter(provider.get_tracer("t"))
+    assert starter.fast
+    many = {f"k{i}": str(i) for i in range(limit + 10)}  # a request's many metadata keys
+    starter.start("crowded", Context(), many).end()
+    starter.start("roomy", Context(), dict(ATTRIBUTES)).end()
+    crowded, roomy = exporter.get_finished_spans()
+    assert crowded.attributes is not None
+    assert len(crowded.attributes) == limit
+    assert crowded.dropped_attributes == 10
+    assert dict(roomy.attributes or {}) == ATTRIBUTES
+
+
 def test_set_string_on_an_ended_span_changes_nothing(caplog: pytest.LogCaptureFixture) -> None:
     provider, exporter = _provider()
     starter = SpanStarter(provider.get_tracer("t"))
