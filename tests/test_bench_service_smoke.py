@@ -10,6 +10,7 @@ from benchmarks.service import report, runner
 SERVER_FIGURES = (
     "cpu_ms_per_request",
     "gc_full",
+    "young_per_request",
     "gc_pause_max_ms",
     "lag_max_ms",
     "lag_p99_ms",
@@ -32,6 +33,7 @@ def test_service_bench_reports_every_figure_of_a_contender(tmp_path: Path) -> No
     assert ours["measured"]["p50_ms"] > 0
     assert ours["measured"]["p99_ms"] >= ours["measured"]["p50_ms"]
     assert all(ours["stats"][key] is not None for key in SERVER_FIGURES), ours["stats"]
+    assert ours["stats"]["young_per_request"] > 0  # every span lives until its export
     assert ours["startup_s"] > 0
     assert ours["setup"]["modules"] > 0
     assert ours["setup"]["gc_objects"] > 0

@@ -105,6 +105,7 @@ FIGURES = {
     "CPU ms/request": Figure(lambda r: measured(r, "cpu_ms_per_request"), 3),
     "CPU % of a core": Figure(busy, 0),
     "RSS at end MB": Figure(lambda r: megabytes(measured(r, "rss_bytes"))),
+    "gc objects left per request": Figure(lambda r: measured(r, "young_per_request"), 1),
     "full GCs": Figure(lambda r: measured(r, "gc_full"), 0),
     "longest GC pause ms": Figure(lambda r: measured(r, "gc_pause_max_ms"), 2),
     "loop lag max ms": Figure(lambda r: measured(r, "lag_max_ms")),
@@ -266,15 +267,19 @@ def introduction(rows: Rows, params: dict[str, Any]) -> list[str]:
         "leave on schedule whatever the answers and latency runs from the scheduled send, "
         f"so queueing counts. After a {params['warmup_s']:g} s warm-up the server's counters "
         "are reset; CPU is the server process's (every thread) per request answered, GCs "
-        "and their pauses come from `gc.callbacks`, loop lag from a 10 ms `asyncio.sleep` "
-        "probe in the server. Start-up: process start to first answer, and what importing "
-        "and configuring the tracing added (modules, gc-tracked objects, RSS) with fastapi, "
-        "openai and uvicorn already imported; untraced's figures are our SDK imported and "
-        "disabled, plus what starting uvicorn adds for everyone. Delivery: distinct spans "
-        "at the receiver once the server has exited after SIGTERM (uvicorn re-raises the "
-        "signal after its graceful shutdown, so exit hooks such as the SDK "
-        "`TracerProvider`'s flush at exit do not run; a lifespan's end does). FastAPI's own "
-        "OpenTelemetry support is turned off. Ratios are against untraced in this same run.",
+        "and their pauses come from `gc.callbacks`; 'gc objects left per request' counts "
+        "the gc-tracked objects allocated and still alive when a collection starts (the "
+        "young generation's count, summed over the window, per request): what makes "
+        "collections happen, as objects freed at once do not; loop lag from a 10 ms "
+        "`asyncio.sleep` probe in the server. Start-up: process start to first answer, and "
+        "what importing and configuring the tracing added (modules, gc-tracked objects, "
+        "RSS) with fastapi, openai and uvicorn already imported; untraced's figures are "
+        "our SDK imported and disabled, plus what starting uvicorn adds for everyone. "
+        "Delivery: distinct spans at the receiver once the server has exited after SIGTERM "
+        "(uvicorn re-raises the signal after its graceful shutdown, so exit hooks such as "
+        "the SDK `TracerProvider`'s flush at exit do not run; a lifespan's end does). "
+        "FastAPI's own OpenTelemetry support is turned off. Ratios are against untraced in "
+        "this same run.",
         f"Versions: {versions or NA}.",
     ]
 
@@ -335,6 +340,7 @@ def section(rows: Rows, params: dict[str, Any]) -> list[str]:
                 "CPU % of a core",
                 "others on its CPU %",
                 "RSS at end MB",
+                "gc objects left per request",
                 "full GCs",
                 "longest GC pause ms",
                 "longest full GC ms",

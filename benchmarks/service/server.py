@@ -95,9 +95,13 @@ class Probes:
         self.full_pause_max = 0.0
         self.gc_pause_total = 0.0
         self.lags: list[float] = []
+        # gc-tracked objects allocated and not yet freed when a collection starts, summed:
+        # what the requests left for the collector (allocations freed at once cost it nothing)
+        self.young = -gc.get_count()[0]
 
     def _on_gc(self, phase: str, info: dict[str, int]) -> None:
         if phase == "start":
+            self.young += gc.get_count()[0]  # the young count before this collection resets it
             self._gc_started = time.perf_counter()
             return
         pause = time.perf_counter() - self._gc_started
@@ -131,6 +135,9 @@ class Probes:
             "cpu_s": cpu,
             "cpu_ms_per_request": cpu * 1000 / self.served if self.served else None,
             "gc_collections": list(self.collections),
+            "young_per_request": (
+                (self.young + gc.get_count()[0]) / self.served if self.served else None
+            ),
             "gc_full": self.collections[2],
             "gc_pause_max_ms": self.gc_pause_max * 1000,
             "gc_full_pause_max_ms": self.full_pause_max * 1000,
