@@ -43,3 +43,41 @@ def test_service_bench_reports_every_figure_of_a_contender(tmp_path: Path) -> No
     text = "\n".join(report.section(results, params))
     assert report.NAMES["ours"] in text
     assert "#### Targets (issue #10 item 4)" in text
+
+
+def _row(cpu_ms: float, p99_ms: float, lag_over_50: int, others_s: float) -> dict[str, object]:
+    """A fixed-rate result as the runner returns it: 60 s of window, ``others_s`` CPU
+    seconds taken by other processes on the server's CPU."""
+    cpu_s = cpu_ms * 9
+    return {
+        "measured": {"p99_ms": p99_ms},
+        "stats": {
+            "cpu_ms_per_request": cpu_ms,
+            "cpu_s": cpu_s,
+            "seconds": 60.0,
+            "server_cpu_busy_s": cpu_s + others_s,
+            "lag_over_50ms": lag_over_50,
+            "lag_max_ms": 40.0,
+        },
+    }
+
+
+def test_targets_are_judged_against_a_quiet_baseline_only() -> None:
+    quiet = {"untraced": _row(4.0, 15.0, 0, 0.6), "ours": _row(4.8, 25.0, 0, 0.6)}
+    text = "\n".join(report.section_targets(quiet))
+    assert "1.67x met" in text  # p99 within 2x
+    assert "+20% met" in text  # CPU within +25%
+    assert "not judged" not in text
+
+    missed = {"untraced": _row(4.0, 15.0, 0, 0.6), "ours": _row(5.2, 45.0, 3, 0.6)}
+    text = "\n".join(report.section_targets(missed))
+    assert "3.00x **NOT met**" in text
+    assert "+30% **NOT met**" in text
+
+    # 9% of the server's CPU taken by other processes in untraced's window: a
+    # baseline that slow makes every ratio look good, so nothing is judged against it.
+    noisy = {"untraced": _row(4.0, 15.0, 0, 5.4), "ours": _row(4.8, 25.0, 0, 0.6)}
+    text = "\n".join(report.section_targets(noisy))
+    assert " met" not in text.replace("NOT met", "")
+    assert text.count("not judged (disturbed run)") == 4
+    assert report.disturbed(noisy)

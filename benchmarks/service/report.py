@@ -20,7 +20,7 @@ NAMES = {
     "ours-freeze": "ours + `freeze_gc=True` (the README's service set-up)",
 }
 MB = 1024 * 1024
-DISTURBED_PERCENT = 10
+DISTURBED_PERCENT = 5
 
 
 def measured(result: Result, key: str) -> Any:
@@ -177,13 +177,18 @@ def section_targets(rows: Rows) -> list[str]:
     base = rows.get("untraced", {})
     traced = [label for label in LABELS[1:] if label in rows]
 
+    def judged(label: str, ok: bool) -> str:
+        if is_disturbed(base) or is_disturbed(rows[label]):
+            return "not judged (disturbed run)"
+        return _verdict(ok)
+
     def bounded(label: str, figure: str, bound: float, as_percent: bool = False) -> str:
         result, read = rows[label], FIGURES[figure].read
         value = None if "error" in result or "error" in base else ratio(read(result), read(base))
         if value is None:
             return NA
         shown = f"{(value - 1) * 100:+.0f}%" if as_percent else times(value)
-        return f"{shown} {_verdict(value <= bound)}"
+        return f"{shown} {judged(label, value <= bound)}"
 
     def lag(label: str) -> str:
         result = rows[label]
@@ -193,7 +198,7 @@ def section_targets(rows: Rows) -> list[str]:
         if over is None or base_over is None:
             return NA
         longest = num(measured(result, "lag_max_ms"))
-        return f"{over} (untraced {base_over}), max {longest} ms {_verdict(over <= base_over)}"
+        return f"{over} (untraced {base_over}), max {longest} ms {judged(label, over <= base_over)}"
 
     lines = [
         ["p99 latency ≤ 2x untraced", *(bounded(label, "p99 latency ms", 2.0) for label in traced)],
@@ -284,13 +289,18 @@ def introduction(rows: Rows, params: dict[str, Any]) -> list[str]:
     ]
 
 
+def is_disturbed(result: Result) -> bool:
+    """Other processes took more than `DISTURBED_PERCENT` of the server's CPU."""
+    return (others(result) or 0) > DISTURBED_PERCENT
+
+
 def disturbed(rows: Rows) -> list[str]:
     """A warning naming the contenders whose server shared its CPU with other processes
     for more than `DISTURBED_PERCENT` of the measured window."""
     names = [
         f"{label} ({others(rows[label]):.0f}%)"
         for label in LABELS
-        if label in rows and (others(rows[label]) or 0) > DISTURBED_PERCENT
+        if label in rows and is_disturbed(rows[label])
     ]
     if not names:
         return []
