@@ -24,9 +24,11 @@ import pytest
 import uvicorn
 from fastapi import FastAPI, Request
 from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
+from opentelemetry.propagators.textmap import TextMapPropagator, default_getter, default_setter
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind
+from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 from starlette.applications import Starlette
 from starlette.responses import PlainTextResponse
 from starlette.routing import Route
@@ -545,3 +547,56 @@ def test_freeze_gc_leaves_a_heap_the_application_froze_itself_frozen(
 def test_freeze_gc_must_be_a_bool() -> None:
     with pytest.raises(TypeError, match="freeze_gc"):
         telemetry_lifespan(freeze_gc="yes")  # type: ignore[arg-type]
+
+
+class _CountingPropagator(TextMapPropagator):
+    """The default W3C propagator, counting its extractions; ``fields`` as given."""
+
+    def __init__(self, fields: set[str]) -> None:
+        self._inner = TraceContextTextMapPropagator()
+        self._fields = fields
+        self.extractions = 0
+
+    def extract(self, carrier: Any, context: Any = None, getter: Any = default_getter) -> Any:
+        self.extractions += 1
+        return self._inner.extract(carrier, context, getter)
+
+    def inject(self, carrier: Any, context: Any = None, setter: Any = default_setter) -> None:
+        self._inner.inject(carrier, context, setter)
+
+    @property
+    def fields(self) -> set[str]:
+        return self._fields
+
+
+@pytest.mark.parametrize("declared", [{"traceparent", "tracestate"}, set()], ids=["w3c", "none"])
+def test_the_propagator_runs_only_for_requests_carrying_its_headers(
+    telemetry: KeywordsAITelemetry, declared: set[str]
+) -> None:
+    """A request without any header the global propagator declares skips extraction (a
+    cost on every request otherwise); one with them joins the caller's trace; a
+    propagator that declares no headers runs on every request."""
+    from opentelemetry import propagate, trace
+
+    seen: list[int] = []
+
+    async def app(scope: Scope, receive: Any, send: Any) -> None:
+        seen.append(trace.get_current_span().get_span_context().trace_id)
+
+    def scope_with(headers: list[tuple[bytes, bytes]]) -> Scope:
+        return {"type": "http", "path": "/", "headers": headers}
+
+    counting = _CountingPropagator(declared)
+    previous = propagate.get_global_textmap()
+    propagate.set_global_textmap(counting)
+    try:
+        middleware = KeywordsAIMiddleware(app)
+        plain = [(b"host", b"x"), (b"x-customer-id", b"c")]
+        asyncio.run(middleware(scope_with(plain), None, None))
+        asyncio.run(
+            middleware(scope_with([*plain, (b"traceparent", TRACEPARENT.encode())]), None, None)
+        )
+    finally:
+        propagate.set_global_textmap(previous)
+    assert seen == [0, TRACE_ID]
+    assert counting.extractions == (1 if declared else 2)

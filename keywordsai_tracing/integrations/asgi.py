@@ -225,6 +225,15 @@ class _ASGIHeaderGetter(Getter[Scope]):
 _getter = _ASGIHeaderGetter()
 
 
+def _carries_any(scope: Scope, fields: set[str]) -> bool:
+    """Whether the request has a header among ``fields`` (the propagator's, as it
+    declares them); True when it declares none, so such a propagator always runs."""
+    if not fields:
+        return True
+    wanted = {field.lower().encode("latin-1") for field in fields}
+    return any(name.lower() in wanted for name, _ in scope.get("headers") or ())
+
+
 def header(scope: Scope, name: str) -> str | None:
     """The value of request header ``name`` (case-insensitive) in ``scope``, or None.
 
@@ -249,7 +258,8 @@ class KeywordsAIMiddleware:
 
     With ``propagate=True`` (default) and no span current yet, the trace context of the
     request headers (``traceparent``, via the globally configured propagator) becomes the
-    parent of the request's workflows, so they join the caller's trace. When
+    parent of the request's workflows, so they join the caller's trace (a request with
+    none of the headers the propagator declares in ``fields`` skips extraction). When
     opentelemetry-instrumentation-asgi/-fastapi already opened a server span (it extracts
     the same headers), that span stays the parent.
 
@@ -290,6 +300,8 @@ class KeywordsAIMiddleware:
         current = context_api.get_current()
         if not self._propagate or trace.get_current_span(current).get_span_context().is_valid:
             return current
+        if not _carries_any(scope, propagate.get_global_textmap().fields):
+            return current  # no header the propagator reads: nothing to extract
         extracted = propagate.extract(scope, context=current, getter=_getter)
         if not trace.get_current_span(extracted).get_span_context().is_valid:
             return current  # no (valid) traceparent: nothing to join
