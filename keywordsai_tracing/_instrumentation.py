@@ -17,7 +17,7 @@ from typing import Any
 
 from opentelemetry.trace import TracerProvider
 
-from . import _stream_shims
+from . import _constant_helpers, _stream_shims
 from .instruments import Instruments
 
 logger = logging.getLogger("keywordsai_tracing.instrumentation")
@@ -169,6 +169,7 @@ def _instrument_one(member: Instruments, provider: TracerProvider) -> tuple[Any,
         return None, "dependency check failed"
     if member in (Instruments.OPENAI, Instruments.ANTHROPIC) and entry.library is not None:
         _stream_shims.install(entry.library)
+        _constant_helpers.install(entry.library)
     return instrumentor, "instrumented"
 
 
@@ -187,6 +188,7 @@ def uninstrument(instrumentors: Iterable[Any]) -> None:
             logger.warning("Could not uninstrument %s", type(instrumentor).__name__, exc_info=True)
         entry = _ENTRY_OF_CLASS.get(type(instrumentor).__name__)
         if entry is not None and entry.library is not None:
+            _constant_helpers.uninstall(entry.library)
             try:
                 _unwrap_leftovers(entry.library.split(".")[0], entry.module)
             except Exception:
