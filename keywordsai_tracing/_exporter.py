@@ -275,12 +275,17 @@ class OTLPHttpExporter:
         if not prepared.sent:
             return True
         attempts = 0
+        last_cause = ""
         while True:
             remaining = end - time.monotonic()
             if remaining <= 0:
-                return self._dropped(prepared, "export deadline passed", attempts)
+                cause = "export deadline passed"
+                if last_cause:  # why the attempts failed, not only that time ran out
+                    cause += f"; last attempt: {last_cause}"
+                return self._dropped(prepared, cause, attempts)
             attempt = await self.asend(prepared, remaining)
             attempts += 1
+            last_cause = attempt.cause
             if not attempt.retry:
                 return attempt.delivered > 0
             if self._shutdown.is_set():
