@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 from blockbuster import blockbuster_ctx
@@ -15,7 +16,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 
 from keywordsai_tracing import KeywordsAITelemetry, _attributes, _telemetry
 from keywordsai_tracing.integrations import REQUEST_PARAMS_KEY
-from tests.otlp_receiver import otlp_receiver, threaded_otlp_receiver, unused_endpoint
+from tests.otlp_receiver import OTLPReceiver, otlp_receiver, threaded_otlp_receiver, unused_endpoint
 
 __all__ = ["otlp_receiver", "threaded_otlp_receiver", "unused_endpoint"]  # shared fixtures
 
@@ -33,6 +34,19 @@ def telemetry(exporter: InMemorySpanExporter) -> Iterator[KeywordsAITelemetry]:
     )
     yield instance
     instance.shutdown()
+
+
+def telemetry_to(
+    receiver: OTLPReceiver, app_name: str, api_key: str = "sk-test", **kwargs: Any
+) -> KeywordsAITelemetry:
+    """A telemetry exporting to ``receiver`` with no instrumentation (beyond threading)."""
+    return KeywordsAITelemetry(
+        app_name=app_name,
+        api_key=api_key,
+        base_url=receiver.base_url,
+        instruments=set(),
+        **kwargs,
+    )
 
 
 @pytest.fixture

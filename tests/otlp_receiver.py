@@ -319,6 +319,11 @@ class OTLPReceiver:
         return f"http://127.0.0.1:{self._port}{TRACES_PATH}"
 
     @property
+    def base_url(self) -> str:
+        """What ``base_url=`` takes to export here (the SDK adds ``/v1/traces``)."""
+        return self.url.removesuffix(TRACES_PATH)
+
+    @property
     def spans(self) -> list[ReceivedSpan]:
         """Spans of the requests answered 2xx (what was delivered), copies included."""
         with self._cond:

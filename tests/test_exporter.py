@@ -388,7 +388,7 @@ async def test_past_deadline_sends_nothing(otlp_receiver: OTLPReceiver) -> None:
 
 @pytest.mark.asyncio
 async def test_from_settings(otlp_receiver: OTLPReceiver) -> None:
-    base = otlp_receiver.url.removesuffix("/v1/traces")
+    base = otlp_receiver.base_url
     settings = Settings.resolve(
         api_key=API_KEY,
         base_url=base,

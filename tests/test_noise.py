@@ -41,6 +41,7 @@ from keywordsai_tracing._otlp_json import encode_json
 from keywordsai_tracing._otlp_proto import encode_protobuf
 from keywordsai_tracing._pipeline import Pipeline
 from keywordsai_tracing.exporters import read_spans
+from tests.conftest import telemetry_to
 from tests.otlp_receiver import OTLPReceiver, ReceivedSpan
 
 FILTERED_PARENT = {LINK_REASON: "filtered_parent"}
@@ -356,13 +357,7 @@ async def produce_trees(noise: Noise) -> None:
 
 
 def _telemetry(receiver: OTLPReceiver, **kwargs: Any) -> KeywordsAITelemetry:
-    return KeywordsAITelemetry(
-        app_name="noise",
-        api_key="sk-test",
-        base_url=receiver.url.removesuffix("/v1/traces"),
-        instruments=set(),
-        **kwargs,
-    )
+    return telemetry_to(receiver, "noise", **kwargs)
 
 
 def _assert_self_consistent(spans: Sequence[ReceivedSpan]) -> None:

@@ -13,6 +13,7 @@ from opentelemetry import trace
 
 from keywordsai_tracing import KeywordsAITelemetry, get_client, task, workflow
 from keywordsai_tracing._version import __version__
+from tests.conftest import telemetry_to
 from tests.otlp_receiver import Fault, OTLPReceiver
 
 SECRET = "sk-test-secret-key"
@@ -30,10 +31,7 @@ async def pipeline(n: int) -> list[int]:
 
 
 def _telemetry(receiver: OTLPReceiver, **kwargs: object) -> KeywordsAITelemetry:
-    base_url = receiver.url.removesuffix("/v1/traces")
-    return KeywordsAITelemetry(
-        app_name="e2e", api_key=SECRET, base_url=base_url, instruments=set(), **kwargs
-    )
+    return telemetry_to(receiver, "e2e", SECRET, **kwargs)
 
 
 def test_spans_ended_in_asyncio_run_arrive_without_an_explicit_flush(
@@ -186,8 +184,7 @@ def test_without_api_key_default_endpoint_nothing_is_sent(
 
 
 def test_local_collector_without_api_key(threaded_otlp_receiver: OTLPReceiver) -> None:
-    base_url = threaded_otlp_receiver.url.removesuffix("/v1/traces")
-    telemetry = KeywordsAITelemetry(base_url=base_url, instruments=set())
+    telemetry = KeywordsAITelemetry(base_url=threaded_otlp_receiver.base_url, instruments=set())
     asyncio.run(pipeline(1))
     assert telemetry.flush(timeout=10)
     assert "Authorization" not in threaded_otlp_receiver.requests[0].headers
@@ -316,7 +313,7 @@ def test_forked_worker_exports_its_own_spans_over_http(
 def test_proxy_from_the_environment_is_honoured(
     threaded_otlp_receiver: OTLPReceiver, monkeypatch: pytest.MonkeyPatch, bypassed: bool
 ) -> None:
-    proxy = threaded_otlp_receiver.url.removesuffix("/v1/traces")
+    proxy = threaded_otlp_receiver.base_url
     monkeypatch.setenv("HTTP_PROXY", proxy)
     monkeypatch.setenv("NO_PROXY", "collector.invalid" if bypassed else "")
     telemetry = KeywordsAITelemetry(

@@ -37,6 +37,7 @@ from keywordsai_tracing._noise import is_noise
 from keywordsai_tracing._pipeline import Pipeline
 from keywordsai_tracing._unrecorded import noise_at_start
 from keywordsai_tracing.integrations.asgi import KeywordsAIMiddleware
+from tests.conftest import telemetry_to
 from tests.otlp_receiver import OTLPReceiver
 
 REMOTE = SpanContext(
@@ -50,13 +51,7 @@ FRAMEWORK = "some.web.framework"
 
 
 def _telemetry(receiver: OTLPReceiver, **kwargs: Any) -> KeywordsAITelemetry:
-    return KeywordsAITelemetry(
-        app_name="unrecorded",
-        api_key="sk-test",
-        base_url=receiver.url.removesuffix("/v1/traces"),
-        instruments=set(),
-        **kwargs,
-    )
+    return telemetry_to(receiver, "unrecorded", **kwargs)
 
 
 @pytest.fixture
