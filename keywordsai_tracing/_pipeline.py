@@ -94,10 +94,10 @@ class Pipeline(SpanProcessor):
         self.skips_noise = not any(each.wants_noise for each in self._routes)
 
     def on_start(self, span: Span, parent_context: Context | None = None) -> None:
-        apply_request_params(span, parent_context)
         scope = span.instrumentation_scope
         if scope is not None and scope.name == attrs.DECORATOR_TRACER_NAME:
-            return  # a decorator span: it carries its own attributes (and is never noise)
+            return  # a decorator span: it starts with its own attributes, request's included
+        apply_request_params(span, parent_context)
         current = plain_attributes(span)
         ctx = parent_context if parent_context is not None else context_api.get_current()
         workflow = context_api.get_value(attrs.WORKFLOW_NAME_KEY, ctx)

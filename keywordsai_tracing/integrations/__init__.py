@@ -24,7 +24,7 @@ from opentelemetry.context import Context, create_key
 from opentelemetry.sdk.trace import Span
 from opentelemetry.util.types import AttributeValue
 
-from keywordsai_tracing._attributes import DECORATOR_TRACER_NAME, ENTITY_PATH_KEY, WORKFLOW_NAME_KEY
+from keywordsai_tracing._attributes import ENTITY_PATH_KEY, WORKFLOW_NAME_KEY
 from keywordsai_tracing._compact import plain_attributes
 from keywordsai_tracing._params import attribute_value, params_to_attributes
 
@@ -83,16 +83,14 @@ def add_request_params(attributes: dict[str, Any], parent_context: Context) -> N
 
 
 def apply_request_params(span: Span, parent_context: Context | None) -> None:
-    """Set the request's KeywordsAI parameters on ``span`` as it starts.
+    """Set the request's KeywordsAI parameters on ``span``, a span not started by our
+    decorators (they start with them, `add_request_params`), as it starts.
 
     Only spans inside a decorated entity (an LLM call in a task, say) get them, so spans
-    of the web framework or of its instrumentation are left alone; decorated spans got
-    them when they were built (`add_request_params`). Attributes the span already has are
-    kept, and a later ``update_current_span(keywordsai_params=...)`` overrides these.
+    of the web framework or of its instrumentation are left alone. Attributes the span
+    already has are kept, and a later ``update_current_span(keywordsai_params=...)``
+    overrides these.
     """
-    scope = span.instrumentation_scope
-    if scope is not None and scope.name == DECORATOR_TRACER_NAME:
-        return
     ctx = parent_context if parent_context is not None else context_api.get_current()
     attributes = ctx.get(REQUEST_PARAMS_KEY)
     if not attributes or not isinstance(attributes, Mapping):  # cheap test first: hot path
