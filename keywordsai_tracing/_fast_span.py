@@ -13,8 +13,13 @@ is equivalent:
   or span limits that would cut or drop our attributes, every span takes the SDK path
   (so does a span starting with more attributes than the limit allows);
 - a self-test at construction starts a root and a child span both ways on a private
-  provider and compares them; any difference (a future SDK changing its internals)
-  switches the fast path off for good, with a DEBUG line.
+  provider, runs the same operations on both (attributes, an event, a link, a status)
+  and compares them; any difference (a future SDK changing its internals) switches the
+  fast path off for good, with a DEBUG line.
+
+The spans it starts are `LeanSpan`s (see `_lean_span`). `GatedTracer` starts a third
+party's spans (an LLM instrumentation's) here too, when their start attributes are plain
+values and they have no links or explicit start time; anything else takes the SDK path.
 """
 
 from __future__ import annotations
@@ -34,7 +39,10 @@ from opentelemetry.sdk.trace import (
     _Span,
     sampling,
 )
-from opentelemetry.trace import NonRecordingSpan, Span, SpanContext, SpanKind, TraceFlags
+from opentelemetry.trace import NonRecordingSpan, Span, SpanContext, SpanKind, Status, TraceFlags
+from opentelemetry.trace.status import StatusCode
+
+from ._lean_span import LeanSpan
 
 logger = logging.getLogger("keywordsai_tracing")
 
@@ -72,7 +80,8 @@ _SPAN_PARAMETERS = (
 )
 _RECORD_AND_SAMPLE = sampling.Decision.RECORD_AND_SAMPLE
 _DROP = sampling.Decision.DROP
-_INTERNAL = SpanKind.INTERNAL
+_PLAIN = frozenset({str, bool, int, float})
+_SDK_SPANS = (LeanSpan, _Span)
 _PARENT_BASED_DEFAULTS = (
     ("_root", sampling.ALWAYS_ON),
     ("_remote_parent_sampled", sampling.ALWAYS_ON),
@@ -111,7 +120,7 @@ class SpanStarter:
             return  # `start` passes these positionally
         self._end_metrics = "record_end_metrics" in parameters
         self._fast = True
-        if self_test and not _agrees(tracer):
+        if self_test and not _agrees_once(tracer):
             self._fast = False
             logger.debug("Fast decorator spans disabled: the SDK's spans differ from ours")
 
@@ -120,20 +129,25 @@ class SpanStarter:
         """Whether spans skip the SDK's general-purpose start path."""
         return self._fast
 
-    def start(self, name: str, parent: Context, attributes: dict[str, AttributeValue]) -> Span:
-        """Start an INTERNAL span named ``name`` under ``parent`` carrying ``attributes``.
+    def start(
+        self,
+        name: str,
+        parent: Context,
+        attributes: dict[str, AttributeValue],
+        kind: SpanKind = SpanKind.INTERNAL,
+    ) -> Span:
+        """Start a span named ``name`` under ``parent`` carrying ``attributes``.
 
         The span takes ``attributes`` over: the caller must not use the dict again."""
         tracer: Any = self._tracer  # an SDK `Tracer` whenever ``_fast`` (see __init__)
         limit = self._max_attributes
-        if (
-            not self._fast
-            or not tracer._tracer_config.is_enabled
-            or (limit is not None and len(attributes) > limit)
-        ):
-            return self._tracer.start_span(name, context=parent, attributes=attributes)
-        current = parent.get(SPAN_KEY)  # trace.get_current_span(parent), minus an ABC check
-        if current is None or (type(current) is not _Span and not isinstance(current, Span)):
+        if not self._fast:
+            return self._tracer.start_span(name, context=parent, kind=kind, attributes=attributes)
+        if not tracer._tracer_config.is_enabled or (limit is not None and len(attributes) > limit):
+            # the SDK tracer's own method: a `GatedTracer`'s would come back here
+            return Tracer.start_span(tracer, name, context=parent, kind=kind, attributes=attributes)
+        current: Any = parent.get(SPAN_KEY)  # trace.get_current_span(parent), minus an ABC check
+        if current is None or (type(current) not in _SDK_SPANS and not isinstance(current, Span)):
             current = trace.INVALID_SPAN
         parent_context: SpanContext | None = current.get_span_context()
         if parent_context is not None and parent_context.is_valid:
@@ -148,7 +162,7 @@ class SpanStarter:
             decision = _RECORD_AND_SAMPLE if sampled else _DROP
             trace_state = None if parent_context is None else parent_context.trace_state
         else:
-            result = tracer.sampler.should_sample(parent, trace_id, name, _INTERNAL, attributes, ())
+            result = tracer.sampler.should_sample(parent, trace_id, name, kind, attributes, ())
             decision, trace_state = result.decision, result.trace_state
         context = SpanContext(
             trace_id,
@@ -160,7 +174,7 @@ class SpanStarter:
         end_metrics = tracer._tracer_metrics.start_span(parent_context, decision)
         if decision is _DROP:
             return NonRecordingSpan(context)
-        span = _Span(
+        span = LeanSpan(
             name,
             context,
             parent_context,
@@ -170,7 +184,7 @@ class SpanStarter:
             None,
             None,
             (),
-            _INTERNAL,
+            kind,
             tracer.span_processor,
             tracer.instrumentation_info,
             True,
@@ -183,17 +197,32 @@ class SpanStarter:
         span.start(parent_context=parent)
         return span
 
-    def set_string(self, span: Span, key: str, value: str) -> None:
-        """``span.set_attribute(key, value)`` for a string we built, skipping validation."""
-        if self._fast and type(span) is _Span:
-            bounded: Any = span._attributes
-            with bounded._lock:
-                room = self._max_attributes is None or len(bounded._dict) < self._max_attributes
-                if room and span._end_time is None and not bounded._immutable:
-                    bounded._dict.pop(key, None)
-                    bounded._dict[key] = value
-                    return
-        span.set_attribute(key, value)
+    def start_foreign(
+        self, name: str, parent: Context, kind: SpanKind, attributes: object
+    ) -> Span | None:
+        """A third party's span started here, if its start ``attributes`` are plain values
+        (as the SDK would keep them unchanged); None where only the SDK path would do."""
+        if not self._fast:
+            return None
+        plain = plain_attributes(attributes)
+        if plain is None:
+            return None
+        return self.start(name, parent, plain, kind)
+
+
+def plain_attributes(attributes: object) -> dict[str, AttributeValue] | None:
+    """A copy of ``attributes`` when every key is a non-empty string and every value a
+    ``str``/``bool``/``int``/``float`` (what the SDK's cleaning leaves as it is)."""
+    if not attributes:
+        return {}
+    if not isinstance(attributes, Mapping):
+        return None
+    plain: dict[str, AttributeValue] = {}
+    for key, value in attributes.items():
+        if type(key) is not str or not key or type(value) not in _PLAIN:
+            return None
+        plain[key] = value
+    return plain
 
 
 def _has_internals(tracer: object) -> bool:
@@ -226,10 +255,10 @@ def _fingerprint(span: ReadableSpan, parent: Span | None) -> tuple[object, ...]:
     assert context is not None
     parent_context = parent.get_span_context() if parent is not None else None
     return (
-        type(span).__name__,
         span.name,
         span.kind,
-        dict(span.attributes or {}),
+        list((span.attributes or {}).items()),  # the order too
+        span.dropped_attributes,
         span.resource,
         span.instrumentation_scope,
         span.parent == parent_context,
@@ -237,14 +266,42 @@ def _fingerprint(span: ReadableSpan, parent: Span | None) -> tuple[object, ...]:
         context.trace_state,
         context.is_remote,
         (context.trace_id == parent_context.trace_id) if parent_context else True,
-        len(span.events),
-        len(span.links),
+        [(event.name, dict(event.attributes or {})) for event in span.events],
+        span.dropped_events,
+        [(link.context, dict(link.attributes or {})) for link in span.links],
+        span.dropped_links,
+        (span.status.status_code, span.status.description),
         span.start_time is not None,
+        span.end_time is not None,
     )
 
 
+def _exercise(span: Span, root: Span) -> None:
+    """What instrumentations and decorators do to a span, in one go."""
+    span.set_attribute("c", "out")
+    span.set_attribute("a", "again")  # a rewritten key moves last
+    span.set_attribute("n", 1.5)
+    span.set_attribute("t", ("x", "y"))
+    span.add_event("e", {"k": 1})
+    span.add_link(root.get_span_context(), {"l": "x"})
+    span.set_status(Status(StatusCode.ERROR, "bad"))
+
+
+# Self-test results by span class: the SDK's internals do not change while a process
+# runs, and some libraries ask for a tracer (a `GatedTracer`, a starter) per call.
+_AGREED: dict[type, bool] = {}
+
+
+def _agrees_once(tracer: Tracer) -> bool:
+    agreed = _AGREED.get(LeanSpan)
+    if agreed is None:
+        agreed = _AGREED[LeanSpan] = _agrees(tracer)
+    return agreed
+
+
 def _agrees(tracer: Tracer) -> bool:
-    """Start a root and a child both ways on a private provider; compare the results."""
+    """Start a root and a child both ways on a private provider, exercise them alike,
+    and compare the results."""
     try:
         provider = TracerProvider(
             sampler=sampling.DEFAULT_ON,
@@ -261,10 +318,12 @@ def _agrees(tracer: Tracer) -> bool:
         fast_root = starter.start("root", root_context, dict(attributes))
         slow_root = probe.start_span("root", context=root_context, attributes=attributes)
         child_parent = trace.set_span_in_context(slow_root, Context())
-        fast_child = starter.start("child", child_parent, dict(attributes))
-        slow_child = probe.start_span("child", context=child_parent, attributes=attributes)
-        starter.set_string(fast_child, "c", "out")
-        slow_child.set_attribute("c", "out")
+        fast_child = starter.start("child", child_parent, dict(attributes), SpanKind.CLIENT)
+        slow_child = probe.start_span(
+            "child", context=child_parent, kind=SpanKind.CLIENT, attributes=attributes
+        )
+        _exercise(fast_child, slow_root)
+        _exercise(slow_child, slow_root)
         spans = (fast_root, slow_root, fast_child, slow_child)
         for span in spans:
             span.end()

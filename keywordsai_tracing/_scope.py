@@ -105,7 +105,7 @@ class EntityScope:
 
     def set_output(self, value: Any) -> None:
         if self.runtime.trace_content:
-            self.runtime.starter.set_string(self.span, attrs.ENTITY_OUTPUT, to_json(value))
+            self.span.set_attribute(attrs.ENTITY_OUTPUT, to_json(value))
 
     def finish(self, exc: BaseException | None = None) -> None:
         """Record a failure (an ``Exception``, not a cancellation) and end the span."""

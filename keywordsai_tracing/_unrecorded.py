@@ -15,6 +15,10 @@ span started inside it (a workflow under FastAPI's server span) is re-parented e
 as if the noise span had been recorded and then filtered: the exported tree stays
 self-consistent, and the original parent stays as a link.
 
+Spans a gated tracer does record are started by `_fast_span.SpanStarter` where that is
+equivalent (plain start attributes, no links, no explicit start time): `LeanSpan`s, as
+decorator spans are.
+
 Only tracers of third parties are gated (decorator and manual spans are never noise),
 only on a provider of our own with the default sampler, and only while the decision is
 certain at start: a span that starts as noise and gets ``traceloop.span.kind`` later
@@ -41,7 +45,7 @@ from opentelemetry.trace import (
 )
 
 from . import _attributes as attrs
-from ._fast_span import is_default_sampler
+from ._fast_span import SpanStarter, is_default_sampler
 from ._noise import mark_kept_ancestor, names_entity, nearest_kept
 from ._pipeline import Dispatcher
 
@@ -78,7 +82,10 @@ def unrecorded_span(ctx: Context, ids: IdGenerator) -> NonRecordingSpan:
 
 
 class GatedTracer(Tracer):
-    """An SDK tracer that does not record spans the active telemetry would drop."""
+    """An SDK tracer that does not record spans the active telemetry would drop, and
+    starts the others the fast way where that is equivalent."""
+
+    starter: SpanStarter | None = None
 
     def start_span(
         self,
@@ -97,6 +104,18 @@ class GatedTracer(Tracer):
             if noise_at_start(ctx, attributes):
                 pipeline.count_not_recorded()
                 return unrecorded_span(ctx, self.id_generator)
+        starter = self.starter
+        if (
+            starter is not None
+            and not links
+            and start_time is None
+            and record_exception
+            and set_status_on_exception
+        ):
+            ctx = context if context is not None else context_api.get_current()
+            span = starter.start_foreign(name, ctx, kind, attributes)
+            if span is not None:
+                return span
         return super().start_span(
             name,
             context,
@@ -130,4 +149,5 @@ class GatedTracerProvider(TracerProvider):
             return tracer
         gated = GatedTracer.__new__(GatedTracer)
         gated.__dict__.update(vars(tracer))
+        gated.starter = SpanStarter(gated)
         return gated

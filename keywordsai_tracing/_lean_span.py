@@ -1,0 +1,81 @@
+"""`LeanSpan`: the SDK's span, minus the work most spans never need.
+
+Every SDK span builds two bounded containers at construction (for events and links, a
+lock and a deque each, four gc-tracked objects), takes two locks and a recursive value
+clean per ``set_attribute``, and copies itself into a `ReadableSpan` at ``end`` for the
+processors. Decorator spans and LLM spans almost never carry events or links, an
+instrumentation sets a couple of dozen plain attributes per call, and an ended span can
+no longer change. So `LeanSpan`, started only by `_fast_span.SpanStarter`:
+
+- creates its event and link containers at the first event or link (an exception, a
+  link), never before; until then it reads as the SDK's empty ones do;
+- writes a ``str``/``bool``/``int``/``float`` attribute straight into its attribute map,
+  under the span's lock, when nothing needs cleaning, cutting or dropping (no value
+  length limit, room under the count limit); anything else takes the SDK's path;
+- hands itself, ended, to the processors instead of a copy (every setter of an ended
+  span is refused, by the SDK's own checks).
+
+Everything else is the SDK's: constructor, start, end, status, exceptions, limits.
+`SpanStarter`'s self-test runs the same operations on a `LeanSpan` and on an SDK span
+and turns the fast path off when anything differs.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from opentelemetry import trace as trace_api
+from opentelemetry.sdk.trace import ReadableSpan, _Span
+from opentelemetry.sdk.util import BoundedList
+from opentelemetry.util import types
+
+_NO_ITEMS: tuple[()] = ()  # read as an empty container, until the first item
+_PLAIN = frozenset({str, bool, int, float})
+
+
+class LeanSpan(_Span):
+    """An SDK span that allocates on first use and skips the end-of-span copy (module
+    doc). Constructed without ``events``: `SpanStarter` never passes any."""
+
+    def _new_events(self) -> Any:
+        return _NO_ITEMS
+
+    def _new_links(self, links: Sequence[trace_api.Link]) -> Any:
+        return super()._new_links(links) if links else _NO_ITEMS
+
+    def _add_event(self, event: Any) -> None:
+        if self._events is _NO_ITEMS:
+            self._first_container("_events", self._limits.max_events)
+        super()._add_event(event)
+
+    def _add_link(self, link: trace_api.Link) -> None:
+        if self._links is _NO_ITEMS:
+            self._first_container("_links", self._limits.max_links)
+        super()._add_link(link)
+
+    def _first_container(self, name: str, maxlen: int | None) -> None:
+        """Give the span a bounded list for its first event or link, unless it ended (the
+        SDK's check refuses the item then, and an ended span must not change)."""
+        with self._lock:
+            if getattr(self, name) is _NO_ITEMS and self._end_time is None:
+                setattr(self, name, BoundedList(maxlen))
+
+    def set_attribute(self, key: str, value: types.AnyValue) -> None:
+        if type(value) in _PLAIN and type(key) is str and key:
+            attributes: Any = self._attributes
+            with self._lock:
+                if self._end_time is None and attributes.max_value_len is None:
+                    plain = attributes._dict
+                    if key in plain:
+                        del plain[key]  # as the SDK does: a rewritten key moves last
+                        plain[key] = value
+                        return
+                    limit = attributes.maxlen
+                    if limit is None or len(plain) < limit:
+                        plain[key] = value
+                        return
+        super().set_attribute(key, value)
+
+    def _readable_span(self) -> ReadableSpan:
+        return self
