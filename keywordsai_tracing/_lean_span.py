@@ -13,7 +13,9 @@ no longer change. So `LeanSpan`, started only by `_fast_span.SpanStarter`:
   under the span's lock, when nothing needs cleaning, cutting or dropping (no value
   length limit, room under the count limit); anything else takes the SDK's path;
 - hands itself, ended, to the processors instead of a copy (every setter of an ended
-  span is refused, by the SDK's own checks).
+  span is refused, by the SDK's own checks), and swaps its own lock for one shared by
+  every ended span: a lock is a gc-tracked object, and all an ended span still locks
+  for is to find that it has ended.
 
 Everything else is the SDK's: constructor, start, end, status, exceptions, limits.
 `SpanStarter`'s self-test runs the same operations on a `LeanSpan` and on an SDK span
@@ -22,6 +24,7 @@ and turns the fast path off when anything differs.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Sequence
 from typing import Any
 
@@ -31,6 +34,7 @@ from opentelemetry.sdk.util import BoundedList
 from opentelemetry.util import types
 
 _NO_ITEMS: tuple[()] = ()  # read as an empty container, until the first item
+_ENDED_LOCK = threading.Lock()  # what an ended span locks to refuse a change
 _PLAIN = frozenset({str, bool, int, float})
 
 
@@ -78,4 +82,7 @@ class LeanSpan(_Span):
         super().set_attribute(key, value)
 
     def _readable_span(self) -> ReadableSpan:
+        # called by ``end`` once the end time is set, outside the span's lock: a thread
+        # inside the old lock keeps and releases it; any later one finds the span ended
+        self._lock = _ENDED_LOCK
         return self

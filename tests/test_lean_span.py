@@ -249,3 +249,16 @@ def test_decorator_spans_are_lean(
     assert runtime.starter.fast
     assert isinstance(span, LeanSpan)
     assert (span.attributes or {})["traceloop.entity.output"] == "1"
+
+
+def test_an_ended_span_holds_no_lock_of_its_own() -> None:
+    provider, exporter = _provider()
+    starter = SpanStarter(provider.get_tracer("t"))
+    first: Any = starter.start("a", Context(), {})
+    second: Any = starter.start("b", Context(), {})
+    assert first._lock is not second._lock
+    first.end()
+    second.end()
+    assert first._lock is second._lock  # one for every ended span: nothing per span to collect
+    first.set_attribute("late", "x")  # still refused, under the shared lock
+    assert "late" not in (exporter.get_finished_spans()[0].attributes or {})
