@@ -7,7 +7,8 @@ and to ``benchmarks/results.md``; progress goes to stderr.
 
 The ``service`` scenario (`benchmarks.service`: a FastAPI app under uvicorn at a fixed
 rate, then a ramp) always runs an untraced server next to the chosen contenders; its
-measured window is ``--set service.seconds=N`` (default 60, quick 10).
+measured time is ``--set service.seconds=N`` (default 120, in ``service.rounds=2`` windows
+of 60 s that the contenders take in turns; quick 10 in one).
 """
 
 from __future__ import annotations
@@ -33,7 +34,8 @@ from .receiver import Receiver
 ROOT = Path(__file__).resolve().parent.parent
 WORKER = Path(__file__).resolve().parent / "_worker.py"
 
-# the service: ``rate`` req/s for ``seconds`` after a warm-up; then the ramp, each rate for
+# the service: ``rate`` req/s for ``seconds`` (in ``rounds`` windows, the contenders taking
+# turns) after a warm-up each; then the ramp, each rate for
 # ``step_s`` until one is not sustained (answered ≥ min_share of offered, p99 ≤ the bound)
 SERVICE = {"rate": 150, "pause_s": 0.5, "p99_bound_ms": 250.0, "min_share": 0.95}
 RAMP = [50, 75, 100, 125, 150, 200, 250, 300, 400, 500, 600, 800, 1000]
@@ -56,8 +58,22 @@ PARAMS: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {
     "down": ({"spans": 200_000, "concurrency": 10}, {"spans": 40_000, "concurrency": 10}),
     "garbage": ({"held_units": 100, "units": 25_000}, {"held_units": 100, "units": 5_000}),
     "service": (
-        {**SERVICE, "seconds": 60.0, "warmup_s": 5.0, "step_s": 3.0, "ramp_rates": RAMP},
-        {**SERVICE, "seconds": 10.0, "warmup_s": 2.0, "step_s": 1.5, "ramp_rates": QUICK_RAMP},
+        {
+            **SERVICE,
+            "seconds": 120.0,
+            "rounds": 2,
+            "warmup_s": 5.0,
+            "step_s": 3.0,
+            "ramp_rates": RAMP,
+        },
+        {
+            **SERVICE,
+            "seconds": 10.0,
+            "rounds": 1,
+            "warmup_s": 2.0,
+            "step_s": 1.5,
+            "ramp_rates": QUICK_RAMP,
+        },
     ),
 }
 _TIMESTAMP = re.compile(r"^\d{4}-\d\d-\d\d[ T][\d:,.]+\s*(- )?")

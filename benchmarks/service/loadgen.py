@@ -103,6 +103,7 @@ async def window(
         "p99_ms": pick(ordered, 0.99),
         "max_ms": ordered[-1] * 1000 if ordered else 0.0,
         "send_late_max_ms": send_late * 1000,
+        "latencies_ms": [round(latency * 1000, 3) for latency in ordered],  # for pooling
     }
 
 

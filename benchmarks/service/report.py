@@ -261,12 +261,22 @@ def introduction(rows: Rows, params: dict[str, Any]) -> list[str]:
         for label, result in rows.items()
         if result.get("versions")
     )
+    rounds = max(1, int(params.get("rounds", 1)))
+    turns = (
+        f"The fixed rate runs in {rounds} windows of {params['seconds'] / rounds:g} s per "
+        "contender, the contenders taking turns in an order that reverses each round (a "
+        "drift in the machine's speed then weighs on all alike); each contender's windows "
+        "are pooled: counts and CPU add up, percentiles come from every sample, maxima are "
+        "the largest, RSS is the last window's, start-up and exit the median window's. "
+        if rounds > 1
+        else ""
+    )
     return [
         f"### (e) A FastAPI service at {params['rate']} req/s for {params['seconds']:g} s, "
         "then a ramp",
         "",
         "Each contender serves the same FastAPI app from one uvicorn worker (asyncio loop, "
-        f"h11), a fresh process for each phase, {pinning}. `POST /ask` runs an `ask` "
+        f"h11), a fresh process for each window, {pinning}. {turns}`POST /ask` runs an `ask` "
         "workflow awaiting three tasks, one calling the stand-in LLM server with the real "
         "`AsyncOpenAI` client: 5 spans a request. The load is open-loop (aiohttp): requests "
         "leave on schedule whatever the answers and latency runs from the scheduled send, "

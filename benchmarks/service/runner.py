@@ -1,8 +1,11 @@
 """The service benchmark's conductor: `run` returns each contender's figures.
 
-Each contender gets two fresh server processes (`server`): one at the fixed rate (start-up
-figures, a warm-up, the measured window, then SIGTERM; delivery is counted once it has
-exited) and one for the ramp. The stand-in LLM server runs on a thread of this process,
+Each contender gets fresh server processes (`server`): one per round at the fixed rate
+(start-up figures, a warm-up, the measured window, then SIGTERM; delivery is counted once
+it has exited) and one for the ramp. The ``rounds`` windows of the fixed rate (each
+``seconds / rounds`` long) take turns in an order that reverses each round, and
+`rounds.pool` merges a contender's windows, so a drift in the machine's speed weighs on
+every contender alike. The stand-in LLM server runs on a thread of this process,
 the span receiver in a process of its own. With two CPUs or more, the server under test
 is pinned to the first, and this process (so the LLM server), the receiver and the load
 generator to the second.
@@ -32,6 +35,7 @@ from benchmarks.run import clean_env, stderr_summary
 from keywordsai_tracing.testing.llm_server import StandInLLMServer
 
 from .loadgen import BODY, HEADERS, REQUEST_TIMEOUT_S
+from .rounds import order, pool
 from .server import SPANS_PER_REQUEST
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -135,9 +139,10 @@ def stop(process: subprocess.Popen[bytes]) -> tuple[float | None, int | None]:
     return time.monotonic() - began, process.returncode
 
 
-def load(plan: Plan, mode: str, base_url: str) -> dict[str, Any]:
-    """Run the load generator (`loadgen`) in its own process; its JSON result."""
-    params = plan.params
+def load(plan: Plan, mode: str, base_url: str, seconds: float | None = None) -> dict[str, Any]:
+    """Run the load generator (`loadgen`) in its own process; its JSON result. A fixed-rate
+    window lasts ``seconds`` (default: the plan's)."""
+    params = {**plan.params, **({} if seconds is None else {"seconds": seconds})}
     spec = {**params, "mode": mode, "base_url": base_url}
     spec |= {"cpu": plan.cpus[1], "server_cpu": plan.cpus[0]}
     spec_path = plan.scratch / f"loadgen-{mode}.json"
@@ -162,8 +167,11 @@ def load(plan: Plan, mode: str, base_url: str) -> dict[str, Any]:
     return result
 
 
-def serve(plan: Plan, helpers: Helpers, label: str, mode: str) -> dict[str, Any]:
-    """One server process of ``label``: start it, load it (``mode``), stop it, count."""
+def serve(
+    plan: Plan, helpers: Helpers, label: str, mode: str, seconds: float | None = None
+) -> dict[str, Any]:
+    """One server process of ``label``: start it, load it (``mode``; a fixed-rate window of
+    ``seconds``), stop it, count."""
     python = sys.executable
     if label == "incumbent":  # absolute, symlinks kept: the venv's python is a symlink
         python = os.path.abspath(plan.incumbent_python or "")
@@ -192,7 +200,7 @@ def serve(plan: Plan, helpers: Helpers, label: str, mode: str) -> dict[str, Any]
         )
     try:
         result["startup_s"] = wait_ready(process, base_url, started)
-        result.update(load(plan, mode, base_url))
+        result.update(load(plan, mode, base_url, seconds))
         final = call("GET", f"{base_url}/_bench/stats")
         result["served_total"] = final["served_total"]
         result["setup"] = final["setup"]
@@ -222,25 +230,40 @@ def prepare_incumbent(plan: Plan) -> str | None:
 
 
 def run(plan: Plan) -> dict[str, dict[str, Any]]:
-    """Every label of the plan, in order: label -> the fixed-rate run's figures, with the
-    ramp's under ``"ramp"``."""
+    """Every label of the plan: label -> its pooled fixed-rate figures (`rounds.pool`),
+    with the ramp's under ``"ramp"``."""
     results: dict[str, dict[str, Any]] = {}
     if "incumbent" in plan.labels:
         problem = prepare_incumbent(plan)
         if problem is not None:
             results["incumbent"] = {"error": problem}
+    labels = [label for label in plan.labels if label not in results]
+    rounds = max(1, int(plan.params.get("rounds", 1)))
+    window_s = plan.params["seconds"] / rounds
+    windows: dict[str, list[dict[str, Any]]] = {label: [] for label in labels}
     with pinned(plan), Receiver() as receiver, StandInLLMServer() as llm:
         helpers = Helpers(receiver, llm)
-        for label in plan.labels:
-            if label in results:
-                continue
-            began = time.monotonic()
-            result = serve(plan, helpers, label, "fixed")
+        for round_index in range(rounds):
+            for label in order(labels, round_index):
+                if any("error" in window for window in windows[label]):
+                    continue  # a contender that failed once is not run again
+                began = time.monotonic()
+                window = serve(plan, helpers, label, "fixed", window_s)
+                windows[label].append(window)
+                status = window.get("error") or f"{time.monotonic() - began:.1f} s"
+                print(
+                    f"[bench] service    {label:<15} round {round_index + 1}/{rounds} {status}",
+                    file=sys.stderr,
+                    flush=True,
+                )
+        for label in labels:
+            result = pool(windows[label])
             if "error" not in result:
+                began = time.monotonic()
                 result["ramp"] = serve(plan, helpers, label, "ramp")
-            status = result.get("error") or f"{time.monotonic() - began:.1f} s"
-            print(f"[bench] service    {label:<15} {status}", file=sys.stderr, flush=True)
+                status = result["ramp"].get("error") or f"{time.monotonic() - began:.1f} s"
+                print(f"[bench] service    {label:<15} ramp {status}", file=sys.stderr, flush=True)
             results[label] = result
     for result in results.values():
         result["cpus"] = list(plan.cpus)
-    return results
+    return {label: results[label] for label in plan.labels if label in results}

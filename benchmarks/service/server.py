@@ -148,6 +148,7 @@ class Probes:
             "lag_max_ms": lags[-1] * 1000 if lags else 0.0,
             "lag_over_50ms": sum(1 for lag in lags if lag > 0.050),
             "lag_over_100ms": sum(1 for lag in lags if lag > 0.100),
+            "lags_ms": [round(lag * 1000, 3) for lag in lags],  # for pooling windows
             "rss_bytes": rss_bytes(),
         }
 
