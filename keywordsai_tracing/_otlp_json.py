@@ -21,6 +21,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from json.encoder import encode_basestring
 from typing import Any, Final
 
+from opentelemetry.attributes import BoundedAttributes
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.util.instrumentation import InstrumentationScope
@@ -105,6 +106,8 @@ def _attributes(attributes: Mapping[str, Any] | None, q: Quote) -> str:
     """``"attributes":[...]`` preceded by a comma, or ``""`` when there are none."""
     if not attributes:
         return ""
+    if q is encode_basestring:
+        return ',"attributes":[' + ",".join(_quoted_pairs(attributes)) + "]"
     parts = []
     for key, value in attributes.items():
         if type(value) is str:  # the common case, inlined
@@ -115,6 +118,52 @@ def _attributes(attributes: Mapping[str, Any] | None, q: Quote) -> str:
         except TypeError:
             logger.debug("Dropping attribute %r: unsupported value type", key)
     return ',"attributes":[' + ",".join(parts) + "]"
+
+
+# The JSON text of strings that recur from span to span, quoted once instead of once per
+# span: attribute keys (as the head of their key-value object) and short values (span
+# kinds, entity, workflow and model names, roles, ids of a customer). Each table is
+# emptied when it reaches `_CACHE_LIMIT` entries, so odd keys cannot grow it for ever.
+_CACHE_LIMIT: Final = 2048
+_SHORT: Final = 64  # longer values (inputs, outputs, prompts) are quoted every time
+_string_heads: dict[str, str] = {}  # key -> '{"key":"<key>","value":{"stringValue":'
+_value_heads: dict[str, str] = {}  # key -> '{"key":"<key>","value":'
+_short_values: dict[str, str] = {}  # value -> '"<value>"'
+
+
+def _remember(table: dict[str, str], key: str, text: str) -> str:
+    if len(table) >= _CACHE_LIMIT:
+        table.clear()
+    table[key] = text
+    return text
+
+
+def _quoted_pairs(attributes: Mapping[str, Any]) -> list[str]:
+    """`_attributes`' key-value objects, quoting with the stdlib (cached, see above)."""
+    string_heads, short_values = _string_heads, _short_values
+    parts = []
+    for key, value in attributes.items():
+        if type(value) is str:
+            head = string_heads.get(key)
+            if head is None:
+                text = '{"key":' + encode_basestring(key) + ',"value":{"stringValue":'
+                head = _remember(string_heads, key, text)
+            if len(value) <= _SHORT:
+                text = short_values.get(value)
+                if text is None:
+                    text = _remember(short_values, value, encode_basestring(value))
+            else:
+                text = encode_basestring(value)
+            parts.append(head + text + "}}")
+            continue
+        head = _value_heads.get(key)
+        if head is None:
+            head = _remember(_value_heads, key, '{"key":' + encode_basestring(key) + ',"value":')
+        try:
+            parts.append(head + _value(value, encode_basestring) + "}")
+        except TypeError:
+            logger.debug("Dropping attribute %r: unsupported value type", key)
+    return parts
 
 
 def _dropped(name: str, count: int) -> str:
@@ -131,6 +180,92 @@ def _has_any(span: ReadableSpan, private: str, public: str) -> bool:
 
 def encode_span(span: ReadableSpan, q: Quote = encode_basestring) -> str:
     """One OTLP/JSON ``Span`` object as text; ``q`` quotes a string as JSON."""
+    if q is encode_basestring:
+        direct = _DIRECT.get(type(span))
+        if direct is None:
+            direct = _direct_agrees(span)
+        if direct:
+            text = _encode_direct(span)
+            if text is not None:
+                return text
+    return _encode_public(span, q)
+
+
+# Span classes whose fields `_encode_direct` may read, decided for each class by its
+# first span: encoded both ways, the texts must be the same (an SDK that renamed or
+# re-typed a field takes the public path for good).
+_DIRECT: dict[type, bool] = {}
+
+
+def _direct_agrees(span: ReadableSpan) -> bool | None:
+    """Whether ``type(span)`` may use `_encode_direct`; None while undecided (this span
+    is one that only the public path encodes)."""
+    try:
+        text = _encode_direct(span)
+    except Exception:  # a class without the fields: never again
+        _DIRECT[type(span)] = False
+        return False
+    if text is None:
+        return None
+    agrees = text == _encode_public(span, encode_basestring)
+    _DIRECT[type(span)] = agrees
+    if not agrees:
+        logger.debug("Encoding %s spans through their public properties", type(span).__name__)
+    return agrees
+
+
+def _encode_direct(span: Any) -> str | None:
+    """`encode_span` for the common span (plain attributes that dropped nothing, no events,
+    no links, both times set), read from the SDK's fields instead of its properties (a
+    Python call each); None for any other span."""
+    attributes = span._attributes
+    if type(attributes) is not dict:
+        if type(attributes) is not BoundedAttributes or attributes.dropped:
+            return None
+        attributes = attributes._dict
+        if type(attributes) is not dict:
+            return None
+    events, links = span._events, span._links
+    if events or links or type(events) is not tuple or type(links) is not tuple:
+        return None
+    start, end = span._start_time, span._end_time
+    if not start or not end:
+        return None
+    ctx, parent, status = span._context, span._parent, span._status
+    name = span._name
+    parts = [
+        f'{{"traceId":"{ctx.trace_id:032x}","spanId":"{ctx.span_id:016x}"',
+        f',"parentSpanId":"{parent.span_id:016x}","flags":{_flags(parent)}'
+        if parent is not None
+        else f',"flags":{_HAS_IS_REMOTE}',
+        f',"kind":{_KIND[span._kind]},"startTimeUnixNano":"{start}","endTimeUnixNano":"{end}"',
+    ]
+    if ctx.trace_state:
+        state = ",".join([f"{k}={v}" for k, v in ctx.trace_state.items()])
+        parts.append(',"traceState":' + encode_basestring(state))
+    if name:
+        quoted = _short_values.get(name)
+        if quoted is None:
+            quoted = encode_basestring(name)
+            if len(name) <= _SHORT:
+                _remember(_short_values, name, quoted)
+        parts.append(',"name":' + quoted)
+    if attributes:
+        parts.append(',"attributes":[' + ",".join(_quoted_pairs(attributes)) + "]")
+    code = status.status_code.value
+    if status.description:
+        parts.append(
+            ',"status":{"message":' + encode_basestring(status.description) + f',"code":{code}}}}}'
+        )
+    elif code:
+        parts.append(f',"status":{{"code":{code}}}}}')
+    else:
+        parts.append(',"status":{}}')
+    return "".join(parts)
+
+
+def _encode_public(span: ReadableSpan, q: Quote) -> str:
+    """`encode_span` through the span's public properties: every span, any quoting."""
     ctx = span.get_span_context()
     assert ctx is not None  # always set on SDK spans
     parent = span.parent

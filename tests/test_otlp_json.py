@@ -9,6 +9,7 @@ write int64 as decimal strings, omit default-valued fields the same way, and bot
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gzip
 import json
 import math
@@ -354,3 +355,67 @@ async def test_aencode_yields_to_the_loop_between_slices(protobuf: bool, compres
         assert sum(len(ss.spans) for rs in request.resource_spans for ss in rs.scope_spans) == 512
     else:
         assert json.loads(raw) == oracle(spans)
+
+
+def test_decorator_spans_read_from_their_fields_match_the_oracle(
+    telemetry: Any, exporter: InMemorySpanExporter, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The telemetry's own spans (ended `LeanSpan`s, compacted) take the direct path of
+    `encode_span`; the quoting caches empty themselves when full and stay correct."""
+    from keywordsai_tracing import _otlp_json, get_client, task, workflow
+
+    monkeypatch.setattr(_otlp_json, "_CACHE_LIMIT", 3)  # every few strings, a fresh table
+    rng = random.Random(7)
+
+    @task(name="leaf")
+    def leaf(value: Any) -> Any:
+        get_client().update_current_span(attributes={"x": _random_value(rng)})
+        if rng.random() < 0.3:
+            raise ValueError("bad " + ATTRIBUTE_VALUES["escapes"])
+        return value
+
+    @workflow(name="wf " + ATTRIBUTE_VALUES["unicode"])
+    def run() -> None:
+        for value in ATTRIBUTE_VALUES.values():
+            with contextlib.suppress(ValueError):
+                leaf(value)
+
+    for _ in range(3):
+        run()
+    spans = exporter.get_finished_spans()
+    assert {type(span).__name__ for span in spans} == {"LeanSpan"}
+    assert ours(spans) == oracle(spans)
+    assert _otlp_json._DIRECT.get(type(spans[0])) is True
+    for finished in spans:
+        assert (
+            json.loads(encode_span(finished))
+            == oracle([finished])["resourceSpans"][0]["scopeSpans"][0]["spans"][0]
+        )
+
+
+def test_a_span_class_whose_fields_disagree_is_encoded_through_its_properties() -> None:
+    from keywordsai_tracing import _otlp_json
+
+    class Renamed(ReadableSpan):
+        @property
+        def name(self) -> str:  # what the public API says wins over the field
+            return "public name"
+
+    memory = InMemorySpanExporter()
+    with provider(memory).get_tracer("scope").start_as_current_span("field name"):
+        pass
+    (finished,) = memory.get_finished_spans()
+    span = Renamed(
+        name="field name",
+        context=finished.context,
+        parent=finished.parent,
+        resource=finished.resource,
+        attributes={"k": "v"},
+        kind=finished.kind,
+        start_time=finished.start_time,
+        end_time=finished.end_time,
+        instrumentation_scope=finished.instrumentation_scope,
+    )
+    assert ours([span]) == oracle([span])
+    assert json.loads(encode_span(span))["name"] == "public name"
+    assert _otlp_json._DIRECT[Renamed] is False
