@@ -146,15 +146,15 @@ def _quoted_pairs(attributes: Mapping[str, Any]) -> list[str]:
         if type(value) is str:
             head = string_heads.get(key)
             if head is None:
-                text = '{"key":' + encode_basestring(key) + ',"value":{"stringValue":'
-                head = _remember(string_heads, key, text)
+                opening = '{"key":' + encode_basestring(key) + ',"value":{"stringValue":'
+                head = _remember(string_heads, key, opening)
             if len(value) <= _SHORT:
-                text = short_values.get(value)
-                if text is None:
-                    text = _remember(short_values, value, encode_basestring(value))
+                quoted = short_values.get(value)
+                if quoted is None:
+                    quoted = _remember(short_values, value, encode_basestring(value))
             else:
-                text = encode_basestring(value)
-            parts.append(head + text + "}}")
+                quoted = encode_basestring(value)
+            parts.append(head + quoted + "}}")
             continue
         head = _value_heads.get(key)
         if head is None:
@@ -244,12 +244,12 @@ def _encode_direct(span: Any) -> str | None:
         state = ",".join([f"{k}={v}" for k, v in ctx.trace_state.items()])
         parts.append(',"traceState":' + encode_basestring(state))
     if name:
-        quoted = _short_values.get(name)
-        if quoted is None:
-            quoted = encode_basestring(name)
+        quoted_name = _short_values.get(name)
+        if quoted_name is None:
+            quoted_name = encode_basestring(name)
             if len(name) <= _SHORT:
-                _remember(_short_values, name, quoted)
-        parts.append(',"name":' + quoted)
+                _remember(_short_values, name, quoted_name)
+        parts.append(',"name":' + quoted_name)
     if attributes:
         parts.append(',"attributes":[' + ",".join(_quoted_pairs(attributes)) + "]")
     code = status.status_code.value
