@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import inspect
 import logging
+import sys
 from collections.abc import Mapping
 from typing import Any
 
@@ -34,6 +35,7 @@ from opentelemetry.context import Context
 from opentelemetry.sdk.trace import (
     ReadableSpan,
     SpanLimits,
+    SynchronousMultiSpanProcessor,
     Tracer,
     TracerProvider,
     _Span,
@@ -174,6 +176,11 @@ class SpanStarter:
         end_metrics = tracer._tracer_metrics.start_span(parent_context, decision)
         if decision is _DROP:
             return NonRecordingSpan(context)
+        processor = tracer.span_processor
+        if type(processor) is SynchronousMultiSpanProcessor:
+            processors = processor._span_processors
+            if len(processors) == 1:  # the provider's only processor: called directly
+                processor = processors[0]
         span = LeanSpan(
             name,
             context,
@@ -185,7 +192,7 @@ class SpanStarter:
             None,
             (),
             kind,
-            tracer.span_processor,
+            processor,
             tracer.instrumentation_info,
             True,
             True,
@@ -194,6 +201,8 @@ class SpanStarter:
             **({"record_end_metrics": end_metrics} if self._end_metrics else {}),
         )
         span._attributes._dict = attributes  # type: ignore[union-attr]
+        span._plain = attributes
+        span._room = sys.maxsize if limit is None else limit
         span.start(parent_context=parent)
         return span
 

@@ -10,8 +10,9 @@ no longer change. So `LeanSpan`, started only by `_fast_span.SpanStarter`:
 - creates its event and link containers at the first event or link (an exception, a
   link), never before; until then it reads as the SDK's empty ones do;
 - writes a ``str``/``bool``/``int``/``float`` attribute straight into its attribute map,
-  under the span's lock, when nothing needs cleaning, cutting or dropping (no value
-  length limit, room under the count limit); anything else takes the SDK's path;
+  under the span's lock, when nothing needs cleaning, cutting or dropping (`SpanStarter`
+  starts these spans only without a value length limit, and the count limit is checked);
+  anything else takes the SDK's path;
 - hands itself, ended, to the processors instead of a copy (every setter of an ended
   span is refused, by the SDK's own checks), and swaps its own lock for one shared by
   every ended span: a lock is a gc-tracked object, and all an ended span still locks
@@ -65,18 +66,22 @@ class LeanSpan(_Span):
             if getattr(self, name) is _NO_ITEMS and self._end_time is None:
                 setattr(self, name, BoundedList(maxlen))
 
+    # Set by `SpanStarter` once the span is built: the dict behind its attributes, and how
+    # many attributes it may hold (the SDK's count limit). None: every write takes the
+    # SDK's path.
+    _plain: dict[str, Any] | None = None
+    _room: int = 0
+
     def set_attribute(self, key: str, value: types.AnyValue) -> None:
-        if type(value) in _PLAIN and type(key) is str and key:
-            attributes: Any = self._attributes
+        plain = self._plain
+        if plain is not None and type(value) in _PLAIN and type(key) is str and key:
             with self._lock:
-                if self._end_time is None and attributes.max_value_len is None:
-                    plain = attributes._dict
+                if self._end_time is None:
                     if key in plain:
                         del plain[key]  # as the SDK does: a rewritten key moves last
                         plain[key] = value
                         return
-                    limit = attributes.maxlen
-                    if limit is None or len(plain) < limit:
+                    if len(plain) < self._room:
                         plain[key] = value
                         return
         super().set_attribute(key, value)
