@@ -27,10 +27,13 @@ from __future__ import annotations
 import inspect
 import logging
 import sys
-from collections.abc import Mapping
-from typing import Any
+import threading
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any, Literal
 
 from opentelemetry import trace
+from opentelemetry.attributes import BoundedAttributes
 from opentelemetry.context import Context
 from opentelemetry.sdk.trace import (
     ReadableSpan,
@@ -96,7 +99,14 @@ _PARENT_BASED_DEFAULTS = (
 class SpanStarter:
     """Starts spans for one SDK tracer, fast when that is equivalent (see module doc)."""
 
-    __slots__ = ("_default_sampler", "_end_metrics", "_fast", "_max_attributes", "_tracer")
+    __slots__ = (
+        "_blueprint",
+        "_default_sampler",
+        "_end_metrics",
+        "_fast",
+        "_max_attributes",
+        "_tracer",
+    )
 
     def __init__(self, tracer: trace.Tracer, *, self_test: bool = True) -> None:
         self._tracer = tracer
@@ -104,6 +114,7 @@ class SpanStarter:
         self._default_sampler = False
         self._end_metrics = False
         self._max_attributes: int | None = None
+        self._blueprint: _Blueprint | Literal[False] | None = None  # False: none can be made
         if not _has_internals(tracer):
             return
         assert isinstance(tracer, Tracer)
@@ -181,7 +192,58 @@ class SpanStarter:
             processors = processor._span_processors
             if len(processors) == 1:  # the provider's only processor: called directly
                 processor = processors[0]
-        span = LeanSpan(
+        blueprint = self._blueprint
+        if blueprint is None:
+            blueprint = self._blueprint = self._make_blueprint(processor)
+        if blueprint:
+            span = blueprint.build(name, context, parent_context, kind, processor)
+            if self._end_metrics:
+                span._record_end_metrics = end_metrics
+        else:
+            span = self._construct(processor, name, context, parent_context, kind, end_metrics)
+        span._attributes._dict = attributes  # type: ignore[union-attr]
+        span._plain = attributes
+        span._room = sys.maxsize if limit is None else limit
+        span.start(parent_context=parent)
+        return span
+
+    def _make_blueprint(self, processor: Any) -> _Blueprint | Literal[False]:
+        """What every span shares (`_Blueprint`), read off spans the SDK's constructor
+        built; False (every span is constructed) unless a copy made from it has exactly
+        the fields the constructor gives a span, the locks aside."""
+        own = _PER_SPAN if self._end_metrics else _PER_SPAN - {"_record_end_metrics"}
+        try:
+            blueprint = _blueprint(lambda: self._construct(processor), own)
+            if not blueprint:
+                return False
+            parent = SpanContext(1, 2, is_remote=True, trace_flags=_FLAGS[True, False])
+            args = ("probe", SpanContext(1, 3, is_remote=False), parent, SpanKind.CLIENT)
+            built = self._construct(processor, *args, end_metrics=_probe_end_metrics)
+            copied = _copy(blueprint, *args, processor)
+            if self._end_metrics:
+                copied._record_end_metrics = _probe_end_metrics
+            for span in (built, copied):
+                span._plain, span._room = None, 0
+            if _fields(built) != _fields(copied):  # the order of fields too
+                logger.debug("No span blueprint: the SDK's constructor sets spans up its own way")
+                return False
+            return blueprint
+        except Exception:
+            logger.debug("No span blueprint: building a span raised", exc_info=True)
+            return False
+
+    def _construct(
+        self,
+        processor: Any,
+        name: str = "blueprint",
+        context: SpanContext = trace.INVALID_SPAN_CONTEXT,
+        parent_context: SpanContext | None = None,
+        kind: SpanKind = SpanKind.INTERNAL,
+        end_metrics: Any = None,
+    ) -> LeanSpan:
+        """A `LeanSpan` built by the SDK's constructor (not started)."""
+        tracer: Any = self._tracer
+        return LeanSpan(
             name,
             context,
             parent_context,
@@ -200,11 +262,6 @@ class SpanStarter:
             tracer._instrumentation_scope,
             **({"record_end_metrics": end_metrics} if self._end_metrics else {}),
         )
-        span._attributes._dict = attributes  # type: ignore[union-attr]
-        span._plain = attributes
-        span._room = sys.maxsize if limit is None else limit
-        span.start(parent_context=parent)
-        return span
 
     def start_foreign(
         self, name: str, parent: Context, kind: SpanKind, attributes: object
@@ -232,6 +289,156 @@ def plain_attributes(attributes: object) -> dict[str, AttributeValue] | None:
             return None
         plain[key] = value
     return plain
+
+
+# What each span gets of its own; every other field of a `LeanSpan` (and of its
+# attribute map) is the tracer's, the same object in every span it starts.
+_PER_SPAN = frozenset(
+    {
+        "_name",
+        "_context",
+        "_parent",
+        "_kind",
+        "_span_processor",
+        "_lock",
+        "_record_end_metrics",
+        "_attributes",
+        "_plain",
+        "_room",
+    }
+)
+_PER_MAP = frozenset({"_dict", "_lock"})
+_IMMUTABLE = frozenset({str, int, float, bool, type(None), tuple, frozenset})
+
+
+# A builder's own arguments, by the span field (or attribute-map field) they fill.
+_ARGUMENTS = {
+    "_name": "name",
+    "_context": "context",
+    "_parent": "parent",
+    "_kind": "kind",
+    "_span_processor": "processor",
+}
+
+
+@dataclass(frozen=True, slots=True)
+class _Blueprint:
+    """What every span of one starter shares, and ``build``: a function (generated, as
+    `dataclasses` generates an ``__init__``) that makes a span with one store per field
+    in the SDK constructor's order, instead of the constructor's three ``__init__``s
+    with keyword arguments. The order keeps a span's fields in CPython's compact
+    per-class layout."""
+
+    span_fields: dict[str, Any]
+    attribute_fields: dict[str, Any]
+    build: Callable[[str, SpanContext, SpanContext | None, SpanKind, Any], LeanSpan]
+
+
+def _builder(
+    span_fields: dict[str, Any], attribute_fields: dict[str, Any]
+) -> Callable[[str, SpanContext, SpanContext | None, SpanKind, Any], LeanSpan]:
+    """Generate `_Blueprint.build` for these fields (each a Python identifier)."""
+    names = [*span_fields, *attribute_fields]
+    if not all(isinstance(name, str) and name.isidentifier() for name in names):
+        raise ValueError("a span field that is not an identifier")
+    scope: dict[str, Any] = {
+        "new": object.__new__,
+        "span_class": LeanSpan,
+        "map_class": BoundedAttributes,
+        "new_lock": threading.Lock,
+    }
+    lines = ["span = new(span_class)"]
+    for index, (field, value) in enumerate(span_fields.items()):
+        if field in _ARGUMENTS:
+            lines.append(f"span.{field} = {_ARGUMENTS[field]}")
+        elif field == "_lock":
+            lines.append("span._lock = new_lock()")
+        elif field == "_attributes":
+            lines.append("held = new(map_class)")
+            for entry, (key, shared) in enumerate(attribute_fields.items()):
+                if key == "_lock":
+                    lines.append("held._lock = new_lock()")
+                elif key == "_dict":
+                    lines.append("held._dict = {}")
+                else:
+                    scope[f"m{entry}"] = shared
+                    lines.append(f"held.{key} = m{entry}")
+            lines.append("span._attributes = held")
+        else:
+            scope[f"s{index}"] = value  # a placeholder (None) for other fields of its own
+            lines.append(f"span.{field} = s{index}")
+    lines.append("return span")
+    source = "def build(name, context, parent, kind, processor):\n    " + "\n    ".join(lines)
+    exec(compile(source, "<keywordsai_tracing span builder>", "exec"), scope)
+    build: Callable[[str, SpanContext, SpanContext | None, SpanKind, Any], LeanSpan]
+    build = scope["build"]
+    return build
+
+
+def _shared(
+    first: dict[str, Any], second: dict[str, Any], own: frozenset[str]
+) -> dict[str, Any] | None:
+    """The fields of two freshly built objects that may be shared by every copy: the
+    same object in both, or an equal immutable value (a `Status`, a number); None when
+    a field that is not in ``own`` holds a new object each time (a future SDK's list,
+    say), or when either lacks a field the other has, or one of ``own``."""
+    if first.keys() != second.keys() or not own <= first.keys():
+        return None
+    fields: dict[str, Any] = {}
+    for key, value in first.items():
+        if key in own:
+            fields[key] = None  # a placeholder, so a copy's fields keep the SDK's order
+            continue
+        other = second[key]
+        same = value is other or (type(value) in _IMMUTABLE and value == other)
+        if not same and type(value) is Status is type(other):
+            same = (value.status_code, value.description) == (other.status_code, other.description)
+        if not same:
+            return None
+        fields[key] = value
+    return fields
+
+
+def _blueprint(build: Callable[[], LeanSpan], own: frozenset[str]) -> _Blueprint | Literal[False]:
+    """The shared fields of two spans ``build`` makes (``own``: each span's own), or False
+    if they cannot be shared."""
+    first, second = build(), build()
+    for span in (first, second):  # what `SpanStarter.start` sets after building
+        span._plain, span._room = {}, 0
+    if type(first._attributes) is not BoundedAttributes:
+        return False
+    spans = _shared(vars(first), vars(second), own)
+    maps = _shared(vars(first._attributes), vars(second._attributes), _PER_MAP)
+    if spans is None or maps is None:
+        logger.debug("No span blueprint: the SDK's spans hold fields of their own")
+        return False
+    return _Blueprint(spans, maps, _builder(spans, maps))
+
+
+def _copy(
+    blueprint: _Blueprint,
+    name: str,
+    context: SpanContext,
+    parent_context: SpanContext | None,
+    kind: SpanKind,
+    processor: Any,
+) -> LeanSpan:
+    """A span as the SDK's constructor would build it (not started), from ``blueprint``."""
+    return blueprint.build(name, context, parent_context, kind, processor)
+
+
+def _probe_end_metrics() -> None:
+    """A stand-in for the SDK's end-of-span metrics callback, in the blueprint check."""
+
+
+def _fields(span: LeanSpan) -> tuple[list[tuple[str, Any]], list[tuple[str, Any]]]:
+    """A span's fields and its attribute map's, in order, locks as their type."""
+
+    def plain(fields: dict[str, Any]) -> list[tuple[str, Any]]:
+        return [(key, type(v) if key == "_lock" else v) for key, v in fields.items()]
+
+    span_fields = {k: v for k, v in vars(span).items() if k != "_attributes"}
+    return plain(span_fields), plain(vars(span._attributes))
 
 
 def _has_internals(tracer: object) -> bool:

@@ -290,3 +290,89 @@ def test_decorators_use_the_fast_path_and_nest(
     assert inner.attributes["traceloop.entity.input"] == '{"args": [1], "kwargs": {}}'
     assert inner.attributes["traceloop.entity.output"] == "2"
     assert inner.attributes["traceloop.workflow.name"] == "flow"
+
+
+class _Calls(SpanProcessor):
+    """Records which of its hooks the spans reach, in order."""
+
+    def __init__(self, calls: list[tuple[str, str, str]], label: str) -> None:
+        self.calls, self.label = calls, label
+
+    def on_start(self, span: Span, parent_context: Context | None = None) -> None:
+        self.calls.append((self.label, "start", span.name))
+
+    def _on_ending(self, span: Span) -> None:
+        self.calls.append((self.label, "ending", span.name))
+
+    def on_end(self, span: ReadableSpan) -> None:
+        self.calls.append((self.label, "end", span.name))
+
+
+@pytest.mark.parametrize("count", [1, 2])
+def test_processors_get_the_same_calls_whether_or_not_the_multi_processor_is_skipped(
+    count: int,
+) -> None:
+    """With one processor on the provider the span calls it directly; the calls it gets
+    are those the SDK's multi-processor would make (with two, it makes them)."""
+    calls: dict[str, list[tuple[str, str, str]]] = {"fast": [], "slow": []}
+    for way in ("fast", "slow"):
+        provider = TracerProvider(shutdown_on_exit=False)
+        for index in range(count):
+            provider.add_span_processor(_Calls(calls[way], f"p{index}"))
+        tracer = provider.get_tracer("t")
+        if way == "fast":
+            span = SpanStarter(tracer).start("s", Context(), dict(ATTRIBUTES))
+            assert isinstance(span, LeanSpan)
+            skipped = span._span_processor is not provider._active_span_processor
+            assert skipped is (count == 1)
+        else:
+            span = tracer.start_span("s", attributes=dict(ATTRIBUTES))
+        span.end()
+    assert calls["fast"] == calls["slow"]
+    assert [call[1] for call in calls["fast"]] == ["start"] * count + ["ending"] * count + [
+        "end"
+    ] * count
+
+
+def test_spans_are_built_from_a_blueprint_with_the_constructors_fields() -> None:
+    """On this SDK every span comes from the blueprint, and holds the same fields, in the
+    same order and with the same values, as the SDK's constructor gives it."""
+    provider, _ = _provider()
+    starter = SpanStarter(provider.get_tracer("t"))
+    span: Any = starter.start("x", Context(), dict(ATTRIBUTES))
+    assert isinstance(starter._blueprint, _fast_span._Blueprint)
+    built: Any = starter._construct(span._span_processor, "x", span.context, None)
+    built._plain, built._room = span._plain, span._room
+    built._attributes._dict = span._attributes._dict
+    built._start_time, built._record_end_metrics = span._start_time, span._record_end_metrics
+
+    def fields(of: Any) -> list[tuple[str, Any]]:
+        return [
+            (k, type(v) if k == "_lock" else v) for k, v in vars(of).items() if k != "_attributes"
+        ]
+
+    assert fields(span) == fields(built)
+    assert fields(span._attributes) == fields(built._attributes)
+    assert span._lock is not built._lock
+    assert span._attributes._lock is not built._attributes._lock
+    span.end()
+
+
+def test_an_sdk_giving_each_span_an_object_of_its_own_gets_no_blueprint(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    class OwnList(LeanSpan):  # a future SDK's span with a per-span container
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            super().__init__(*args, **kwargs)
+            self._pending: list[str] = []
+
+    monkeypatch.setattr(_fast_span, "LeanSpan", OwnList)
+    provider, exporter = _provider()
+    starter = SpanStarter(provider.get_tracer("t"))
+    first: Any = starter.start("a", Context(), {})
+    second: Any = starter.start("b", Context(), {})
+    assert starter._blueprint is False
+    assert first._pending is not second._pending
+    first.end()
+    second.end()
+    assert [span.name for span in exporter.get_finished_spans()] == ["a", "b"]
