@@ -45,6 +45,8 @@ from opentelemetry.sdk.trace import (
     sampling,
 )
 from opentelemetry.trace import NonRecordingSpan, Span, SpanContext, SpanKind, Status, TraceFlags
+from opentelemetry.trace.span import DEFAULT_TRACE_STATE as _DEFAULT_STATE
+from opentelemetry.trace.span import TraceState
 from opentelemetry.trace.status import StatusCode
 
 from ._lean_span import LeanSpan
@@ -177,12 +179,11 @@ class SpanStarter:
         else:
             result = tracer.sampler.should_sample(parent, trace_id, name, kind, attributes, ())
             decision, trace_state = result.decision, result.trace_state
-        context = SpanContext(
+        context = _local_context(
             trace_id,
             tracer.id_generator.generate_span_id(),
-            is_remote=False,
-            trace_flags=_FLAGS[decision is _RECORD_AND_SAMPLE, random],
-            trace_state=trace_state,
+            _FLAGS[decision is _RECORD_AND_SAMPLE, random],
+            trace_state,
         )
         end_metrics = tracer._tracer_metrics.start_span(parent_context, decision)
         if decision is _DROP:
@@ -439,6 +440,44 @@ def _fields(span: LeanSpan) -> tuple[list[tuple[str, Any]], list[tuple[str, Any]
 
     span_fields = {k: v for k, v in vars(span).items() if k != "_attributes"}
     return plain(span_fields), plain(vars(span._attributes))
+
+
+def _checked_context(
+    trace_id: int, span_id: int, flags: TraceFlags, state: TraceState | None
+) -> SpanContext:
+    return SpanContext(trace_id, span_id, is_remote=False, trace_flags=flags, trace_state=state)
+
+
+def _direct_context(
+    trace_id: int, span_id: int, flags: TraceFlags, state: TraceState | None
+) -> SpanContext:
+    """`SpanContext(trace_id, span_id, is_remote=False, ...)` for ids the SDK's generator
+    made or a valid parent carried (so valid), without its checks: the tuple it builds."""
+    fields = (trace_id, span_id, False, flags, _DEFAULT_STATE if state is None else state, True)
+    context: SpanContext = tuple.__new__(SpanContext, fields)
+    return context
+
+
+def _pick_context_maker() -> Callable[[int, int, TraceFlags, TraceState | None], SpanContext]:
+    """`_direct_context` if it gives what ``SpanContext(...)`` gives, else the latter."""
+    try:
+        state = TraceState([("k", "v")])
+        for flags, trace_state in ((_FLAGS[True, False], None), (_FLAGS[False, True], state)):
+            direct = _direct_context(0xABC, 0xDEF, flags, trace_state)
+            checked = _checked_context(0xABC, 0xDEF, flags, trace_state)
+            same = direct == checked and (direct.trace_id, direct.span_id, direct.is_valid) == (
+                checked.trace_id,
+                checked.span_id,
+                checked.is_valid,
+            )
+            if not same or direct.trace_state != checked.trace_state:
+                return _checked_context
+        return _direct_context
+    except Exception:
+        return _checked_context
+
+
+_local_context = _pick_context_maker()
 
 
 def _has_internals(tracer: object) -> bool:

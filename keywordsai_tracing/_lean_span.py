@@ -9,7 +9,8 @@ no longer change. So `LeanSpan`, started only by `_fast_span.SpanStarter`:
 
 - creates its event and link containers at the first event or link (an exception, a
   link), never before; until then it reads as the SDK's empty ones do;
-- writes a ``str``/``bool``/``int``/``float`` attribute straight into its attribute map,
+- writes a ``str``/``bool``/``int``/``float`` attribute (or a tuple of one of those
+  types) straight into its attribute map,
   under the span's lock, when nothing needs cleaning, cutting or dropping (`SpanStarter`
   starts these spans only without a value length limit, and the count limit is checked);
   anything else takes the SDK's path;
@@ -37,6 +38,19 @@ from opentelemetry.util import types
 _NO_ITEMS: tuple[()] = ()  # read as an empty container, until the first item
 _ENDED_LOCK = threading.Lock()  # what an ended span locks to refuse a change
 _PLAIN = frozenset({str, bool, int, float})
+
+
+def _kept_as_is(value: object) -> bool:
+    """Whether the SDK would store ``value`` unchanged (with no length limit): a
+    ``str``/``bool``/``int``/``float``, or a tuple of items all of one such type."""
+    kind = type(value)
+    if kind in _PLAIN:
+        return True
+    if kind is not tuple or not value:
+        return False
+    items: tuple[object, ...] = value  # type: ignore[assignment]
+    first = type(items[0])
+    return first in _PLAIN and all(type(item) is first for item in items)
 
 
 class LeanSpan(_Span):
@@ -74,7 +88,7 @@ class LeanSpan(_Span):
 
     def set_attribute(self, key: str, value: types.AnyValue) -> None:
         plain = self._plain
-        if plain is not None and type(value) in _PLAIN and type(key) is str and key:
+        if plain is not None and type(key) is str and key and _kept_as_is(value):
             with self._lock:
                 if self._end_time is None:
                     if key in plain:

@@ -62,6 +62,10 @@ VALUES = st.one_of(
     st.binary(max_size=4),
     st.lists(st.one_of(st.text(max_size=3), st.integers()), max_size=3),
     st.tuples(st.booleans(), st.booleans()),
+    # tuples the lean path keeps as they are (one plain type) and ones it must not
+    st.lists(st.text(max_size=3), max_size=3).map(tuple),
+    st.lists(st.floats(allow_nan=False), min_size=1, max_size=2).map(tuple),
+    st.lists(st.one_of(st.integers(), st.booleans(), st.none()), max_size=3).map(tuple),
     st.builds(Custom),
     st.sampled_from([StatusCode.ERROR, TraceFlags(1)]),  # int subclasses
 )
