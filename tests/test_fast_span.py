@@ -376,3 +376,21 @@ def test_an_sdk_giving_each_span_an_object_of_its_own_gets_no_blueprint(
     first.end()
     second.end()
     assert [span.name for span in exporter.get_finished_spans()] == ["a", "b"]
+
+
+def test_span_contexts_are_built_directly_only_while_that_gives_the_sdks_context(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    assert _fast_span._pick_context_maker() is _fast_span._direct_context
+    made = _fast_span._local_context(5, 6, TraceFlags(1), None)
+    assert made == SpanContext(5, 6, is_remote=False, trace_flags=TraceFlags(1))
+    assert made.is_valid
+    assert made.trace_state == TraceState()
+
+    def drifted(trace_id: int, span_id: int, flags: TraceFlags, state: Any) -> SpanContext:
+        fields = (trace_id, span_id, False, flags, state, True, "a new field")
+        built: SpanContext = tuple.__new__(SpanContext, fields)
+        return built
+
+    monkeypatch.setattr(_fast_span, "_direct_context", drifted)
+    assert _fast_span._pick_context_maker() is _fast_span._checked_context
