@@ -27,7 +27,7 @@ and turns the fast path off when anything differs.
 from __future__ import annotations
 
 import threading
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from opentelemetry import trace as trace_api
@@ -99,6 +99,13 @@ class LeanSpan(_Span):
                         plain[key] = value
                         return
         super().set_attribute(key, value)
+
+    def set_attributes(self, attributes: Mapping[str, types.AnyValue]) -> None:
+        if self._plain is None or self._end_time is not None:
+            super().set_attributes(attributes)  # the SDK's one warning for an ended span
+            return
+        for key, value in attributes.items():
+            self.set_attribute(key, value)
 
     def _readable_span(self) -> ReadableSpan:
         # called by ``end`` once the end time is set, outside the span's lock: a thread
