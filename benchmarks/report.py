@@ -493,5 +493,9 @@ def render(
         from .service import report as service_report  # it imports this module's helpers
 
         lines += [*service_report.section(results["service"], params.get("service", {})), ""]
+    if "instructions" in results:
+        from .service import instructions
+
+        lines += [*instructions.section(results["instructions"], params["instructions"]), ""]
     lines += section_messages(results)
     return "\n".join(lines) + "\n"

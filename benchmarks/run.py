@@ -25,6 +25,7 @@ import sys
 import tempfile
 import time
 from dataclasses import dataclass, field
+from importlib import metadata
 from pathlib import Path
 from typing import Any
 
@@ -57,6 +58,11 @@ PARAMS: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {
     "flood_c50": ({"spans": 100_000, "concurrency": 50}, {"spans": 20_000, "concurrency": 50}),
     "down": ({"spans": 200_000, "concurrency": 10}, {"spans": 40_000, "concurrency": 10}),
     "garbage": ({"held_units": 100, "units": 25_000}, {"held_units": 100, "units": 5_000}),
+    # (g) instructions per request: ``small`` then ``large`` requests after a warm-up
+    "instructions": (
+        {"warmup": 20, "small": 20, "large": 120},
+        {"warmup": 10, "small": 10, "large": 40},
+    ),
     "service": (
         {
             **SERVICE,
@@ -271,6 +277,36 @@ def run_service(env: Environment, contenders: list[str]) -> dict[str, Any]:
     return runner.run(plan)
 
 
+def run_instructions(env: Environment, contenders: list[str]) -> dict[str, Any]:
+    """The instructions scenario: untraced, then those of stock, incumbent, ours chosen."""
+    from .service import instructions, runner  # they import this module
+
+    why = instructions.available()
+    if why is not None:
+        return {"untraced": {"error": f"n/a: {why}"}}
+    labels = ["untraced", *(x for x in ("stock", "incumbent", "ours") if x in contenders)]
+    pythons = dict.fromkeys(labels, sys.executable)
+    if "incumbent" in labels:
+        plan = runner.Plan(
+            params={},
+            labels=["incumbent"],
+            scratch=env.scratch,
+            incumbent_python=env.incumbent_python,
+            incumbent_note=env.incumbent_note,
+        )
+        problem = runner.prepare_incumbent(plan)
+        if problem is None and env.incumbent_python is not None:  # count.py drives httpx
+            wanted = [f"httpx=={metadata.version('httpx')}"]
+            problem = incumbent_venv.add_packages(env.incumbent_python, wanted, ["httpx"])
+        if problem is None and env.incumbent_python is not None:
+            pythons["incumbent"] = os.path.abspath(env.incumbent_python)
+        else:
+            pythons.pop("incumbent")
+    default, quick = PARAMS["instructions"]
+    params = quick if env.quick else default
+    return instructions.run(labels, pythons, params, env.scratch, clean_env())
+
+
 def main(argv: list[str] | None = None) -> int:
     """Parse arguments, run the plan, print and write the report."""
     parser = argparse.ArgumentParser(description=__doc__)
@@ -311,6 +347,9 @@ def main(argv: list[str] | None = None) -> int:
         for scenario in args.scenarios:
             if scenario == "service":
                 results[scenario] = run_service(env, args.contenders)
+                continue
+            if scenario == "instructions":
+                results[scenario] = run_instructions(env, args.contenders)
                 continue
             labels = [label for label in SCENARIO_ROWS[scenario] if label in args.contenders]
             results[scenario] = run_interleaved(env, scenario, labels)

@@ -187,3 +187,57 @@ def test_targets_are_judged_against_a_quiet_baseline_only() -> None:
     assert " met" not in text.replace("NOT met", "")
     assert text.count("not judged (disturbed run)") == 4
     assert report.disturbed(noisy)
+
+
+def test_the_counted_app_answers_every_request_and_spans_arrive(tmp_path: Path) -> None:
+    """`count.py` (what callgrind runs for (g)) serves the service app in-process, here
+    without valgrind: every measured request is answered and ours exports its spans."""
+    import json
+    import subprocess
+    import sys
+
+    from benchmarks.receiver import Receiver
+    from benchmarks.service import instructions
+    from benchmarks.service.loadgen import BODY, HEADERS
+    from keywordsai_tracing.testing.llm_server import StandInLLMServer
+
+    with Receiver() as receiver, StandInLLMServer() as llm:
+        spec = {
+            "contender": "ours",
+            "llm_url": llm.openai_base_url,
+            "receiver_url": receiver.base_url,
+            "warmup": 2,
+            "requests": 3,
+            "body": BODY,
+            "headers": HEADERS,
+        }
+        spec_path = tmp_path / "spec.json"
+        spec_path.write_text(json.dumps(spec))
+        done = subprocess.run(
+            [sys.executable, str(instructions.COUNT), str(spec_path)],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            cwd=tmp_path,
+        )
+        assert done.returncode == 0, done.stderr[-2000:]
+        assert json.loads(done.stdout.strip().splitlines()[-1]) == {"answered": 3}
+        assert receiver.count()["unique"] == (2 + 3) * 5  # the lifespan's shutdown flushed
+
+
+def test_the_instructions_section_reports_what_tracing_adds() -> None:
+    from benchmarks.service import instructions
+
+    rows = {
+        "untraced": {"per_request": 10e6},
+        "stock": {"per_request": 13e6},
+        "ours": {"per_request": 11.5e6},
+        "incumbent": {"error": "n/a: not requested"},
+    }
+    text = "\n".join(instructions.section(rows, PARAMS["instructions"][0]))
+    assert "| ours (`telemetry_lifespan` + middleware) | 11.50 | 1.15x | 1.50 | 1.00x |" in text
+    assert (
+        "| stock OTel (BSP + OTLP/HTTP + OpenAIInstrumentor) | 13.00 | 1.30x | 3.00 | 2.00x |"
+        in text
+    )
+    assert "n/a: not requested" in text

@@ -332,13 +332,17 @@ def build_app(state: State) -> Any:
             after = footprint()
             state.setup_cost = {key: after[key] - state.before[key] for key in after}
             state.pipeline = build_pipeline(state.setup, state.client)
-            probe = asyncio.create_task(state.probes.probe_lag())
+            # the lag probe (`count` turns it off: it would count instructions by the second)
+            probe = None
+            if state.spec.get("probe_lag", True):
+                probe = asyncio.create_task(state.probes.probe_lag())
             try:
                 yield
             finally:
-                probe.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await probe
+                if probe is not None:
+                    probe.cancel()
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await probe
                 await state.client.close()
 
     options: dict[str, Any] = {"openapi_url": None, "docs_url": None, "redoc_url": None}
