@@ -25,7 +25,7 @@ from opentelemetry.attributes import BoundedAttributes
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.util.instrumentation import InstrumentationScope
-from opentelemetry.trace import SpanContext, SpanKind
+from opentelemetry.trace import SpanContext, SpanKind, Status
 
 from ._compact import plain_attributes
 from ._fair import FairShare
@@ -252,15 +252,7 @@ def _encode_direct(span: Any) -> str | None:
         parts.append(',"name":' + quoted_name)
     if attributes:
         parts.append(',"attributes":[' + ",".join(_quoted_pairs(attributes)) + "]")
-    code = status.status_code.value
-    if status.description:
-        parts.append(
-            ',"status":{"message":' + encode_basestring(status.description) + f',"code":{code}}}}}'
-        )
-    elif code:
-        parts.append(f',"status":{{"code":{code}}}}}')
-    else:
-        parts.append(',"status":{}}')
+    parts.append(_status(status, encode_basestring))
     return "".join(parts)
 
 
@@ -316,15 +308,18 @@ def _encode_public(span: ReadableSpan, q: Quote) -> str:
             )
         parts.append(',"links":[' + ",".join(links) + "]")
     parts.append(_dropped("droppedLinksCount", span.dropped_links))
-    status = span.status
+    parts.append(_status(span.status, q))
+    return "".join(parts)
+
+
+def _status(status: Status, q: Quote) -> str:
+    """``,"status":{...}}``: the span's status, and the brace closing the span object."""
     code = status.status_code.value
     if status.description:
-        parts.append(',"status":{"message":' + q(status.description) + f',"code":{code}}}}}')
-    elif code:
-        parts.append(f',"status":{{"code":{code}}}}}')
-    else:
-        parts.append(',"status":{}}')
-    return "".join(parts)
+        return ',"status":{"message":' + q(status.description) + f',"code":{code}}}}}'
+    if code:
+        return f',"status":{{"code":{code}}}}}'
+    return ',"status":{}}'
 
 
 def _resource(resource: Resource, q: Quote) -> str:
