@@ -17,9 +17,14 @@ is equivalent:
   and compares them; any difference (a future SDK changing its internals) switches the
   fast path off for good, with a DEBUG line.
 
-The spans it starts are `LeanSpan`s (see `_lean_span`). `GatedTracer` starts a third
-party's spans (an LLM instrumentation's) here too, when their start attributes are plain
-values and they have no links or explicit start time; anything else takes the SDK path.
+The spans it starts are `LeanSpan`s (see `_lean_span`), built from a blueprint of the
+fields every span of the tracer shares (`_span_blueprint`; the SDK constructor where no
+blueprint can be made), with the span context built as the tuple ``SpanContext``
+builds. When the provider has a single span processor, the span calls it directly
+instead of through the SDK's multi-processor (which would only loop over that one).
+`GatedTracer` starts a third party's spans (an LLM instrumentation's) here too, when
+their start attributes are plain values and they have no links or explicit start time;
+anything else takes the SDK path.
 """
 
 from __future__ import annotations
@@ -27,13 +32,10 @@ from __future__ import annotations
 import inspect
 import logging
 import sys
-import threading
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from collections.abc import Mapping
 from typing import Any, Literal
 
 from opentelemetry import trace
-from opentelemetry.attributes import BoundedAttributes
 from opentelemetry.context import Context
 from opentelemetry.sdk.trace import (
     ReadableSpan,
@@ -45,11 +47,13 @@ from opentelemetry.sdk.trace import (
     sampling,
 )
 from opentelemetry.trace import NonRecordingSpan, Span, SpanContext, SpanKind, Status, TraceFlags
-from opentelemetry.trace.span import DEFAULT_TRACE_STATE as _DEFAULT_STATE
-from opentelemetry.trace.span import TraceState
 from opentelemetry.trace.status import StatusCode
 
 from ._lean_span import LeanSpan
+from ._span_blueprint import PER_SPAN, Blueprint, local_context, probe_end_metrics
+from ._span_blueprint import blueprint as make_blueprint
+from ._span_blueprint import copy as copy_span
+from ._span_blueprint import fields as span_fields
 
 logger = logging.getLogger("keywordsai_tracing")
 
@@ -116,7 +120,7 @@ class SpanStarter:
         self._default_sampler = False
         self._end_metrics = False
         self._max_attributes: int | None = None
-        self._blueprint: _Blueprint | Literal[False] | None = None  # False: none can be made
+        self._blueprint: Blueprint | Literal[False] | None = None  # False: none can be made
         if not _has_internals(tracer):
             return
         assert isinstance(tracer, Tracer)
@@ -179,7 +183,7 @@ class SpanStarter:
         else:
             result = tracer.sampler.should_sample(parent, trace_id, name, kind, attributes, ())
             decision, trace_state = result.decision, result.trace_state
-        context = _local_context(
+        context = local_context(
             trace_id,
             tracer.id_generator.generate_span_id(),
             _FLAGS[decision is _RECORD_AND_SAMPLE, random],
@@ -208,24 +212,24 @@ class SpanStarter:
         span.start(parent_context=parent)
         return span
 
-    def _make_blueprint(self, processor: Any) -> _Blueprint | Literal[False]:
-        """What every span shares (`_Blueprint`), read off spans the SDK's constructor
+    def _make_blueprint(self, processor: Any) -> Blueprint | Literal[False]:
+        """What every span shares (`Blueprint`), read off spans the SDK's constructor
         built; False (every span is constructed) unless a copy made from it has exactly
         the fields the constructor gives a span, the locks aside."""
-        own = _PER_SPAN if self._end_metrics else _PER_SPAN - {"_record_end_metrics"}
+        own = PER_SPAN if self._end_metrics else PER_SPAN - {"_record_end_metrics"}
         try:
-            blueprint = _blueprint(lambda: self._construct(processor), own)
+            blueprint = make_blueprint(lambda: self._construct(processor), own)
             if not blueprint:
                 return False
             parent = SpanContext(1, 2, is_remote=True, trace_flags=_FLAGS[True, False])
             args = ("probe", SpanContext(1, 3, is_remote=False), parent, SpanKind.CLIENT)
-            built = self._construct(processor, *args, end_metrics=_probe_end_metrics)
-            copied = _copy(blueprint, *args, processor)
+            built = self._construct(processor, *args, end_metrics=probe_end_metrics)
+            copied = copy_span(blueprint, *args, processor)
             if self._end_metrics:
-                copied._record_end_metrics = _probe_end_metrics
+                copied._record_end_metrics = probe_end_metrics
             for span in (built, copied):
                 span._plain, span._room = None, 0
-            if _fields(built) != _fields(copied):  # the order of fields too
+            if span_fields(built) != span_fields(copied):  # the order of fields too
                 logger.debug("No span blueprint: the SDK's constructor sets spans up its own way")
                 return False
             return blueprint
@@ -290,194 +294,6 @@ def plain_attributes(attributes: object) -> dict[str, AttributeValue] | None:
             return None
         plain[key] = value
     return plain
-
-
-# What each span gets of its own; every other field of a `LeanSpan` (and of its
-# attribute map) is the tracer's, the same object in every span it starts.
-_PER_SPAN = frozenset(
-    {
-        "_name",
-        "_context",
-        "_parent",
-        "_kind",
-        "_span_processor",
-        "_lock",
-        "_record_end_metrics",
-        "_attributes",
-        "_plain",
-        "_room",
-    }
-)
-_PER_MAP = frozenset({"_dict", "_lock"})
-_IMMUTABLE = frozenset({str, int, float, bool, type(None), tuple, frozenset})
-
-
-# A builder's own arguments, by the span field (or attribute-map field) they fill.
-_ARGUMENTS = {
-    "_name": "name",
-    "_context": "context",
-    "_parent": "parent",
-    "_kind": "kind",
-    "_span_processor": "processor",
-}
-
-
-@dataclass(frozen=True, slots=True)
-class _Blueprint:
-    """What every span of one starter shares, and ``build``: a function (generated, as
-    `dataclasses` generates an ``__init__``) that makes a span with one store per field
-    in the SDK constructor's order, instead of the constructor's three ``__init__``s
-    with keyword arguments. The order keeps a span's fields in CPython's compact
-    per-class layout."""
-
-    span_fields: dict[str, Any]
-    attribute_fields: dict[str, Any]
-    build: Callable[[str, SpanContext, SpanContext | None, SpanKind, Any], LeanSpan]
-
-
-def _builder(
-    span_fields: dict[str, Any], attribute_fields: dict[str, Any]
-) -> Callable[[str, SpanContext, SpanContext | None, SpanKind, Any], LeanSpan]:
-    """Generate `_Blueprint.build` for these fields (each a Python identifier)."""
-    names = [*span_fields, *attribute_fields]
-    if not all(isinstance(name, str) and name.isidentifier() for name in names):
-        raise ValueError("a span field that is not an identifier")
-    scope: dict[str, Any] = {
-        "new": object.__new__,
-        "span_class": LeanSpan,
-        "map_class": BoundedAttributes,
-        "new_lock": threading.Lock,
-    }
-    lines = ["span = new(span_class)"]
-    for index, (field, value) in enumerate(span_fields.items()):
-        if field in _ARGUMENTS:
-            lines.append(f"span.{field} = {_ARGUMENTS[field]}")
-        elif field == "_lock":
-            lines.append("span._lock = new_lock()")
-        elif field == "_attributes":
-            lines.append("held = new(map_class)")
-            for entry, (key, shared) in enumerate(attribute_fields.items()):
-                if key == "_lock":
-                    lines.append("held._lock = new_lock()")
-                elif key == "_dict":
-                    lines.append("held._dict = {}")
-                else:
-                    scope[f"m{entry}"] = shared
-                    lines.append(f"held.{key} = m{entry}")
-            lines.append("span._attributes = held")
-        else:
-            scope[f"s{index}"] = value  # a placeholder (None) for other fields of its own
-            lines.append(f"span.{field} = s{index}")
-    lines.append("return span")
-    source = "def build(name, context, parent, kind, processor):\n    " + "\n    ".join(lines)
-    exec(compile(source, "<keywordsai_tracing span builder>", "exec"), scope)
-    build: Callable[[str, SpanContext, SpanContext | None, SpanKind, Any], LeanSpan]
-    build = scope["build"]
-    return build
-
-
-def _shared(
-    first: dict[str, Any], second: dict[str, Any], own: frozenset[str]
-) -> dict[str, Any] | None:
-    """The fields of two freshly built objects that may be shared by every copy: the
-    same object in both, or an equal immutable value (a `Status`, a number); None when
-    a field that is not in ``own`` holds a new object each time (a future SDK's list,
-    say), or when either lacks a field the other has, or one of ``own``."""
-    if first.keys() != second.keys() or not own <= first.keys():
-        return None
-    fields: dict[str, Any] = {}
-    for key, value in first.items():
-        if key in own:
-            fields[key] = None  # a placeholder, so a copy's fields keep the SDK's order
-            continue
-        other = second[key]
-        same = value is other or (type(value) in _IMMUTABLE and value == other)
-        if not same and type(value) is Status is type(other):
-            same = (value.status_code, value.description) == (other.status_code, other.description)
-        if not same:
-            return None
-        fields[key] = value
-    return fields
-
-
-def _blueprint(build: Callable[[], LeanSpan], own: frozenset[str]) -> _Blueprint | Literal[False]:
-    """The shared fields of two spans ``build`` makes (``own``: each span's own), or False
-    if they cannot be shared."""
-    first, second = build(), build()
-    for span in (first, second):  # what `SpanStarter.start` sets after building
-        span._plain, span._room = {}, 0
-    if type(first._attributes) is not BoundedAttributes:
-        return False
-    spans = _shared(vars(first), vars(second), own)
-    maps = _shared(vars(first._attributes), vars(second._attributes), _PER_MAP)
-    if spans is None or maps is None:
-        logger.debug("No span blueprint: the SDK's spans hold fields of their own")
-        return False
-    return _Blueprint(spans, maps, _builder(spans, maps))
-
-
-def _copy(
-    blueprint: _Blueprint,
-    name: str,
-    context: SpanContext,
-    parent_context: SpanContext | None,
-    kind: SpanKind,
-    processor: Any,
-) -> LeanSpan:
-    """A span as the SDK's constructor would build it (not started), from ``blueprint``."""
-    return blueprint.build(name, context, parent_context, kind, processor)
-
-
-def _probe_end_metrics() -> None:
-    """A stand-in for the SDK's end-of-span metrics callback, in the blueprint check."""
-
-
-def _fields(span: LeanSpan) -> tuple[list[tuple[str, Any]], list[tuple[str, Any]]]:
-    """A span's fields and its attribute map's, in order, locks as their type."""
-
-    def plain(fields: dict[str, Any]) -> list[tuple[str, Any]]:
-        return [(key, type(v) if key == "_lock" else v) for key, v in fields.items()]
-
-    span_fields = {k: v for k, v in vars(span).items() if k != "_attributes"}
-    return plain(span_fields), plain(vars(span._attributes))
-
-
-def _checked_context(
-    trace_id: int, span_id: int, flags: TraceFlags, state: TraceState | None
-) -> SpanContext:
-    return SpanContext(trace_id, span_id, is_remote=False, trace_flags=flags, trace_state=state)
-
-
-def _direct_context(
-    trace_id: int, span_id: int, flags: TraceFlags, state: TraceState | None
-) -> SpanContext:
-    """`SpanContext(trace_id, span_id, is_remote=False, ...)` for ids the SDK's generator
-    made or a valid parent carried (so valid), without its checks: the tuple it builds."""
-    fields = (trace_id, span_id, False, flags, _DEFAULT_STATE if state is None else state, True)
-    context: SpanContext = tuple.__new__(SpanContext, fields)
-    return context
-
-
-def _pick_context_maker() -> Callable[[int, int, TraceFlags, TraceState | None], SpanContext]:
-    """`_direct_context` if it gives what ``SpanContext(...)`` gives, else the latter."""
-    try:
-        state = TraceState([("k", "v")])
-        for flags, trace_state in ((_FLAGS[True, False], None), (_FLAGS[False, True], state)):
-            direct = _direct_context(0xABC, 0xDEF, flags, trace_state)
-            checked = _checked_context(0xABC, 0xDEF, flags, trace_state)
-            same = direct == checked and (direct.trace_id, direct.span_id, direct.is_valid) == (
-                checked.trace_id,
-                checked.span_id,
-                checked.is_valid,
-            )
-            if not same or direct.trace_state != checked.trace_state:
-                return _checked_context
-        return _direct_context
-    except Exception:
-        return _checked_context
-
-
-_local_context = _pick_context_maker()
 
 
 def _has_internals(tracer: object) -> bool:

@@ -27,7 +27,14 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from opentelemetry.trace import NonRecordingSpan, SpanContext, TraceFlags, TraceState
 from opentelemetry.util.types import Attributes
 
-from keywordsai_tracing import KeywordsAITelemetry, _fast_span, _state, task, workflow
+from keywordsai_tracing import (
+    KeywordsAITelemetry,
+    _fast_span,
+    _span_blueprint,
+    _state,
+    task,
+    workflow,
+)
 from keywordsai_tracing._fast_span import SpanStarter
 from keywordsai_tracing._lean_span import LeanSpan
 
@@ -340,7 +347,7 @@ def test_spans_are_built_from_a_blueprint_with_the_constructors_fields() -> None
     provider, _ = _provider()
     starter = SpanStarter(provider.get_tracer("t"))
     span: Any = starter.start("x", Context(), dict(ATTRIBUTES))
-    assert isinstance(starter._blueprint, _fast_span._Blueprint)
+    assert isinstance(starter._blueprint, _span_blueprint.Blueprint)
     built: Any = starter._construct(span._span_processor, "x", span.context, None)
     built._plain, built._room = span._plain, span._room
     built._attributes._dict = span._attributes._dict
@@ -381,8 +388,8 @@ def test_an_sdk_giving_each_span_an_object_of_its_own_gets_no_blueprint(
 def test_span_contexts_are_built_directly_only_while_that_gives_the_sdks_context(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    assert _fast_span._pick_context_maker() is _fast_span._direct_context
-    made = _fast_span._local_context(5, 6, TraceFlags(1), None)
+    assert _span_blueprint._pick_context_maker() is _span_blueprint._direct_context
+    made = _span_blueprint.local_context(5, 6, TraceFlags(1), None)
     assert made == SpanContext(5, 6, is_remote=False, trace_flags=TraceFlags(1))
     assert made.is_valid
     assert made.trace_state == TraceState()
@@ -392,5 +399,5 @@ def test_span_contexts_are_built_directly_only_while_that_gives_the_sdks_context
         built: SpanContext = tuple.__new__(SpanContext, fields)
         return built
 
-    monkeypatch.setattr(_fast_span, "_direct_context", drifted)
-    assert _fast_span._pick_context_maker() is _fast_span._checked_context
+    monkeypatch.setattr(_span_blueprint, "_direct_context", drifted)
+    assert _span_blueprint._pick_context_maker() is _span_blueprint._checked_context
