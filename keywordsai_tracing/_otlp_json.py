@@ -138,6 +138,17 @@ def _remember(table: dict[str, str], key: str, text: str) -> str:
     return text
 
 
+def _quoted(text: str) -> str:
+    """``text`` as a JSON string, remembered in `_short_values` when it is short (a long
+    one is not even hashed)."""
+    if len(text) > _SHORT:
+        return encode_basestring(text)
+    quoted = _short_values.get(text)
+    if quoted is None:
+        quoted = _remember(_short_values, text, encode_basestring(text))
+    return quoted
+
+
 def _quoted_pairs(attributes: Mapping[str, Any]) -> list[str]:
     """`_attributes`' key-value objects, quoting with the stdlib (cached, see above)."""
     string_heads, short_values = _string_heads, _short_values
@@ -148,12 +159,10 @@ def _quoted_pairs(attributes: Mapping[str, Any]) -> list[str]:
             if head is None:
                 opening = '{"key":' + encode_basestring(key) + ',"value":{"stringValue":'
                 head = _remember(string_heads, key, opening)
-            if len(value) <= _SHORT:
-                quoted = short_values.get(value)
-                if quoted is None:
-                    quoted = _remember(short_values, value, encode_basestring(value))
-            else:
-                quoted = encode_basestring(value)
+            # `_quoted`, its hit inlined (a call per attribute otherwise)
+            quoted = short_values.get(value) if len(value) <= _SHORT else None
+            if quoted is None:
+                quoted = _quoted(value)
             parts.append(head + quoted + "}}")
             continue
         head = _value_heads.get(key)
@@ -244,12 +253,7 @@ def _encode_direct(span: Any) -> str | None:
         state = ",".join([f"{k}={v}" for k, v in ctx.trace_state.items()])
         parts.append(',"traceState":' + encode_basestring(state))
     if name:
-        quoted_name = _short_values.get(name)
-        if quoted_name is None:
-            quoted_name = encode_basestring(name)
-            if len(name) <= _SHORT:
-                _remember(_short_values, name, quoted_name)
-        parts.append(',"name":' + quoted_name)
+        parts.append(',"name":' + _quoted(name))
     if attributes:
         parts.append(',"attributes":[' + ",".join(_quoted_pairs(attributes)) + "]")
     parts.append(_status(status, encode_basestring))
