@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import inspect
 import logging
-import sys
 from collections.abc import Mapping
 from typing import Any, Literal
 
@@ -52,7 +51,6 @@ from opentelemetry.trace.status import StatusCode
 from ._lean_span import LeanSpan
 from ._span_blueprint import PER_SPAN, Blueprint, local_context, probe_end_metrics
 from ._span_blueprint import blueprint as make_blueprint
-from ._span_blueprint import copy as copy_span
 from ._span_blueprint import fields as span_fields
 
 logger = logging.getLogger("keywordsai_tracing")
@@ -207,8 +205,6 @@ class SpanStarter:
         else:
             span = self._construct(processor, name, context, parent_context, kind, end_metrics)
         span._attributes._dict = attributes  # type: ignore[union-attr]
-        span._plain = attributes
-        span._room = sys.maxsize if limit is None else limit
         span.start(parent_context=parent)
         return span
 
@@ -224,11 +220,9 @@ class SpanStarter:
             parent = SpanContext(1, 2, is_remote=True, trace_flags=_FLAGS[True, False])
             args = ("probe", SpanContext(1, 3, is_remote=False), parent, SpanKind.CLIENT)
             built = self._construct(processor, *args, end_metrics=probe_end_metrics)
-            copied = copy_span(blueprint, *args, processor)
+            copied = blueprint.build(*args, processor)
             if self._end_metrics:
                 copied._record_end_metrics = probe_end_metrics
-            for span in (built, copied):
-                span._plain, span._room = None, 0
             if span_fields(built) != span_fields(copied):  # the order of fields too
                 logger.debug("No span blueprint: the SDK's constructor sets spans up its own way")
                 return False

@@ -80,28 +80,24 @@ class LeanSpan(_Span):
             if getattr(self, name) is _NO_ITEMS and self._end_time is None:
                 setattr(self, name, BoundedList(maxlen))
 
-    # Set by `SpanStarter` once the span is built: the dict behind its attributes, and how
-    # many attributes it may hold (the SDK's count limit). None: every write takes the
-    # SDK's path.
-    _plain: dict[str, Any] | None = None
-    _room: int = 0
-
     def set_attribute(self, key: str, value: types.AnyValue) -> None:
-        plain = self._plain
-        if plain is not None and type(key) is str and key and _kept_as_is(value):
+        if type(key) is str and key and _kept_as_is(value):
             with self._lock:
-                if self._end_time is None:
+                if self._end_time is None:  # open: its attributes are a BoundedAttributes
+                    held: Any = self._attributes
+                    plain = held._dict
                     if key in plain:
                         del plain[key]  # as the SDK does: a rewritten key moves last
                         plain[key] = value
                         return
-                    if len(plain) < self._room:
+                    limit = held.maxlen
+                    if limit is None or len(plain) < limit:
                         plain[key] = value
                         return
         super().set_attribute(key, value)
 
     def set_attributes(self, attributes: Mapping[str, types.AnyValue]) -> None:
-        if self._plain is None or self._end_time is not None:
+        if self._end_time is not None:
             super().set_attributes(attributes)  # the SDK's one warning for an ended span
             return
         for key, value in attributes.items():

@@ -47,8 +47,6 @@ PER_SPAN = frozenset(
         "_lock",
         "_record_end_metrics",
         "_attributes",
-        "_plain",
-        "_room",
     }
 )
 PER_MAP = frozenset({"_dict", "_lock"})
@@ -67,14 +65,12 @@ _ARGUMENTS = {
 
 @dataclass(frozen=True, slots=True)
 class Blueprint:
-    """What every span of one starter shares, and ``build``: a function (generated, as
-    `dataclasses` generates an ``__init__``) that makes a span with one store per field
-    in the SDK constructor's order, instead of the constructor's three ``__init__``s
-    with keyword arguments. The order keeps a span's fields in CPython's compact
-    per-class layout."""
+    """What every span of one starter shares, as ``build``: a function (generated, as
+    `dataclasses` generates an ``__init__``) that makes a span (not started) with one
+    store per field in the SDK constructor's order, instead of the constructor's three
+    ``__init__``s with keyword arguments. The order keeps a span's fields in CPython's
+    compact per-class layout."""
 
-    span_fields: dict[str, Any]
-    attribute_fields: dict[str, Any]
     build: Callable[[str, SpanContext, SpanContext | None, SpanKind, Any], LeanSpan]
 
 
@@ -147,8 +143,6 @@ def blueprint(build: Callable[[], LeanSpan], own: frozenset[str]) -> Blueprint |
     """The shared fields of two spans ``build`` makes (``own``: each span's own), or False
     if they cannot be shared."""
     first, second = build(), build()
-    for span in (first, second):  # what `SpanStarter.start` sets after building
-        span._plain, span._room = {}, 0
     if type(first._attributes) is not BoundedAttributes:
         return False
     spans = _shared(vars(first), vars(second), own)
@@ -156,19 +150,7 @@ def blueprint(build: Callable[[], LeanSpan], own: frozenset[str]) -> Blueprint |
     if spans is None or maps is None:
         logger.debug("No span blueprint: the SDK's spans hold fields of their own")
         return False
-    return Blueprint(spans, maps, _builder(spans, maps, type(first)))
-
-
-def copy(
-    blueprint: Blueprint,
-    name: str,
-    context: SpanContext,
-    parent_context: SpanContext | None,
-    kind: SpanKind,
-    processor: Any,
-) -> LeanSpan:
-    """A span as the SDK's constructor would build it (not started), from ``blueprint``."""
-    return blueprint.build(name, context, parent_context, kind, processor)
+    return Blueprint(_builder(spans, maps, type(first)))
 
 
 def probe_end_metrics() -> None:

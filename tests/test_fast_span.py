@@ -349,7 +349,6 @@ def test_spans_are_built_from_a_blueprint_with_the_constructors_fields() -> None
     span: Any = starter.start("x", Context(), dict(ATTRIBUTES))
     assert isinstance(starter._blueprint, _span_blueprint.Blueprint)
     built: Any = starter._construct(span._span_processor, "x", span.context, None)
-    built._plain, built._room = span._plain, span._room
     built._attributes._dict = span._attributes._dict
     built._start_time, built._record_end_metrics = span._start_time, span._record_end_metrics
 
