@@ -25,7 +25,6 @@ import sys
 import tempfile
 import time
 from dataclasses import dataclass, field
-from importlib import metadata
 from pathlib import Path
 from typing import Any
 
@@ -294,10 +293,7 @@ def run_instructions(env: Environment, contenders: list[str]) -> dict[str, Any]:
             incumbent_python=env.incumbent_python,
             incumbent_note=env.incumbent_note,
         )
-        problem = runner.prepare_incumbent(plan)
-        if problem is None and env.incumbent_python is not None:  # count.py drives httpx
-            wanted = [f"httpx=={metadata.version('httpx')}"]
-            problem = incumbent_venv.add_packages(env.incumbent_python, wanted, ["httpx"])
+        problem = runner.prepare_incumbent(plan, extra=("httpx",))  # count.py drives httpx
         if problem is None and env.incumbent_python is not None:
             pythons["incumbent"] = os.path.abspath(env.incumbent_python)
         else:

@@ -28,9 +28,11 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks.receiver import Receiver
+from benchmarks.report import NA, num, ratio, table, times
 from keywordsai_tracing.testing.llm_server import StandInLLMServer
 
 from .loadgen import BODY, HEADERS
+from .report import NAMES
 
 COUNT = Path(__file__).resolve().parent / "count.py"
 _COLLECTED = re.compile(r"Collected\s*:\s*(\d+)")
@@ -118,21 +120,18 @@ def run(
     return results
 
 
-NAMES = {
-    "untraced": "untraced (ours, `is_enabled=False`)",
-    "stock": "stock OTel (BSP + OTLP/HTTP + OpenAIInstrumentor)",
-    "incumbent": "incumbent keywordsai-tracing 0.0.59",
-    "ours": "ours (`telemetry_lifespan` + middleware)",
-}
+LABELS = ("untraced", "stock", "incumbent", "ours")
 
 
 def section(rows: dict[str, dict[str, Any]], params: dict[str, Any]) -> list[str]:
     """The Markdown section: instructions per request, and what tracing adds to them."""
-    from benchmarks.report import NA, num, ratio, table, times
-
     base = rows.get("untraced", {}).get("per_request")
+    ours = rows.get("ours", {}).get("per_request")
+    counted = isinstance(base, int | float)
+    ours_added = ours - base if counted and isinstance(ours, int | float) else None
     body = []
-    for label, name in NAMES.items():
+    for label in LABELS:
+        name = NAMES[label]
         result = rows.get(label)
         if result is None:
             continue
@@ -140,13 +139,8 @@ def section(rows: dict[str, dict[str, Any]], params: dict[str, Any]) -> list[str
             body.append([name, str(result["error"]), NA, NA, NA])
             continue
         value = result["per_request"]
-        added = value - base if isinstance(base, int | float) and label != "untraced" else None
-        ours_added = rows.get("ours", {}).get("per_request")
-        versus = (
-            times(ratio(added, ours_added - base))
-            if added is not None and isinstance(ours_added, int | float) and base
-            else NA
-        )
+        added = value - base if counted and label != "untraced" else None
+        versus = times(ratio(added, ours_added)) if added is not None else NA
         body.append(
             [
                 name,

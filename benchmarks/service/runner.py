@@ -220,12 +220,14 @@ def serve(
     return result
 
 
-def prepare_incumbent(plan: Plan) -> str | None:
-    """Why the incumbent cannot run, or None once its venv has the server's packages."""
+def prepare_incumbent(plan: Plan, extra: tuple[str, ...] = ()) -> str | None:
+    """Why the incumbent cannot run, or None once its venv has the server's packages
+    (and ``extra`` ones), at the versions installed here."""
     if plan.incumbent_python is None:
         return f"n/a: {plan.incumbent_note}"
-    wanted = [f"{name}=={metadata.version(name)}" for name in SERVER_PACKAGES]
-    problem = incumbent_venv.add_packages(plan.incumbent_python, wanted, SERVER_PACKAGES)
+    names = [*SERVER_PACKAGES, *extra]
+    wanted = [f"{name}=={metadata.version(name)}" for name in names]
+    problem = incumbent_venv.add_packages(plan.incumbent_python, wanted, names)
     return None if problem is None else f"n/a: {problem}"
 
 
