@@ -241,3 +241,18 @@ def test_the_instructions_section_reports_what_tracing_adds() -> None:
         in text
     )
     assert "n/a: not requested" in text
+
+
+def test_the_instructions_scenario_says_why_without_valgrind(
+    tmp_path: Path, monkeypatch: Any
+) -> None:
+    import shutil
+
+    from benchmarks import run
+
+    monkeypatch.setattr(shutil, "which", lambda name: None)
+    env = run.Environment(None, tmp_path, None, "not requested", "", True)  # type: ignore[arg-type]
+    result = run.run_instructions(env, ["ours"])
+    assert result == {
+        "untraced": {"error": "n/a: valgrind is not installed (Debian: apt-get install valgrind)"}
+    }

@@ -400,3 +400,14 @@ def test_span_contexts_are_built_directly_only_while_that_gives_the_sdks_context
 
     monkeypatch.setattr(_span_blueprint, "_direct_context", drifted)
     assert _span_blueprint._pick_context_maker() is _span_blueprint._checked_context
+
+
+def test_a_processor_added_while_a_span_is_open_does_not_see_it_when_it_was_the_only_one() -> None:
+    """The README's caveat of calling a sole processor directly, pinned."""
+    calls: list[tuple[str, str, str]] = []
+    provider = TracerProvider(shutdown_on_exit=False)
+    provider.add_span_processor(_Calls(calls, "first"))
+    span = SpanStarter(provider.get_tracer("t")).start("s", Context(), dict(ATTRIBUTES))
+    provider.add_span_processor(_Calls(calls, "late"))
+    span.end()
+    assert [label for label, _, _ in calls] == ["first", "first", "first"]
